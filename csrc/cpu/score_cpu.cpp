@@ -1,0 +1,229 @@
+#include "cpu/score_cpu.h"
+
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "core/score_math.h"
+
+// The hot loops are compiled twice, for AVX2+FMA and for the baseline ISA,
+// and the CPU's features pick one at run time, so a portable build still
+// runs 8-wide where the CPU allows it.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LSE_X86_DISPATCH 1
+#define LSE_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define LSE_X86_DISPATCH 0
+#endif
+
+namespace lse::cpu {
+namespace {
+
+// Scores `len` pixels whose class-c values are planes[c * plane_stride + p]
+// (unit pixel stride, float), writing per-pixel outputs and the tile's
+// per-class partial sums.
+LSE_HD void score_tile_planes_body(const float* planes, int64_t plane_stride, int64_t num_classes,
+                       int64_t len, float inv_log_c, float* conf, int64_t* label,
+                       float* ent, int64_t* part_pixels, double* part_conf,
+                       double* part_ent) {
+  alignas(64) float m[kScoreTile];
+  alignas(64) float s[kScoreTile];
+  alignas(64) float t[kScoreTile];
+  alignas(64) int32_t a[kScoreTile];
+
+  for (int64_t p = 0; p < len; ++p) {
+    const ScoreAcc acc = score_init(planes[p]);
+    m[p] = acc.m, s[p] = acc.s, t[p] = acc.t, a[p] = acc.a;
+  }
+  for (int64_t c = 1; c < num_classes; ++c) {
+    const float* x = planes + c * plane_stride;
+    const int32_t ci = static_cast<int32_t>(c);
+    for (int64_t p = 0; p < len; ++p) {
+      ScoreAcc acc{m[p], s[p], t[p], a[p]};
+      score_update(acc, x[p], ci);
+      m[p] = acc.m, s[p] = acc.s, t[p] = acc.t, a[p] = acc.a;
+    }
+  }
+  for (int64_t p = 0; p < len; ++p) {
+    const ScoreResult r = score_finish(ScoreAcc{m[p], s[p], t[p], a[p]}, inv_log_c);
+    conf[p] = r.confidence;
+    ent[p] = r.entropy;
+    label[p] = r.label;
+  }
+  // Scatter into the class partials: data-dependent, kept scalar.
+  for (int64_t c = 0; c < num_classes; ++c) {
+    part_pixels[c] = 0, part_conf[c] = 0.0, part_ent[c] = 0.0;
+  }
+  for (int64_t p = 0; p < len; ++p) {
+    const int32_t l = a[p];
+    part_pixels[l] += 1;
+    part_conf[l] += conf[p];
+    part_ent[l] += ent[p];
+  }
+}
+
+// Copies a tile's logits into float planes [C][kScoreTile] (converting the
+// dtype and gathering strided pixels, e.g. channels_last).
+template <typename T>
+LSE_HD void gather_planes_body(const T* src, int64_t stride_c, int64_t stride_p,
+                                  int64_t num_classes, int64_t len, float* dst) {
+  for (int64_t c = 0; c < num_classes; ++c) {
+    const T* x = src + c * stride_c;
+    float* y = dst + c * kScoreTile;
+    if (stride_p == 1) {
+      for (int64_t p = 0; p < len; ++p) y[p] = to_float(x[p]);
+    } else {
+      for (int64_t p = 0; p < len; ++p) y[p] = to_float(x[p * stride_p]);
+    }
+  }
+}
+
+
+using TilePlanesFn = void (*)(const float*, int64_t, int64_t, int64_t, float, float*, int64_t*,
+                              float*, int64_t*, double*, double*);
+
+void score_tile_planes_generic(const float* planes, int64_t plane_stride, int64_t num_classes,
+                               int64_t len, float inv_log_c, float* conf, int64_t* label,
+                               float* ent, int64_t* part_pixels, double* part_conf,
+                               double* part_ent) {
+  score_tile_planes_body(planes, plane_stride, num_classes, len, inv_log_c, conf, label, ent,
+                         part_pixels, part_conf, part_ent);
+}
+
+template <typename T>
+void gather_planes_generic(const T* src, int64_t stride_c, int64_t stride_p, int64_t num_classes,
+                           int64_t len, float* dst) {
+  gather_planes_body(src, stride_c, stride_p, num_classes, len, dst);
+}
+
+#if LSE_X86_DISPATCH
+LSE_TARGET_AVX2 void score_tile_planes_avx2(const float* planes, int64_t plane_stride,
+                                            int64_t num_classes, int64_t len, float inv_log_c,
+                                            float* conf, int64_t* label, float* ent,
+                                            int64_t* part_pixels, double* part_conf,
+                                            double* part_ent) {
+  score_tile_planes_body(planes, plane_stride, num_classes, len, inv_log_c, conf, label, ent,
+                         part_pixels, part_conf, part_ent);
+}
+
+template <typename T>
+LSE_TARGET_AVX2 void gather_planes_avx2(const T* src, int64_t stride_c, int64_t stride_p,
+                                        int64_t num_classes, int64_t len, float* dst) {
+  gather_planes_body(src, stride_c, stride_p, num_classes, len, dst);
+}
+
+bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+TilePlanesFn select_tile_planes() {
+#if LSE_X86_DISPATCH
+  if (cpu_has_avx2_fma()) return score_tile_planes_avx2;
+#endif
+  return score_tile_planes_generic;
+}
+
+template <typename T>
+void gather_planes(const T* src, int64_t stride_c, int64_t stride_p, int64_t num_classes,
+                   int64_t len, float* dst) {
+#if LSE_X86_DISPATCH
+  if (cpu_has_avx2_fma()) return gather_planes_avx2(src, stride_c, stride_p, num_classes, len, dst);
+#endif
+  gather_planes_generic(src, stride_c, stride_p, num_classes, len, dst);
+}
+
+}  // namespace
+
+ScoreTiling score_tiling(const PixelGeometry& g) {
+  ScoreTiling t;
+  t.per_row = (g.cols + kScoreTile - 1) / kScoreTile;
+  t.per_image = t.per_row * g.rows;
+  t.total = t.per_image * g.n;
+  return t;
+}
+
+template <typename T>
+void score_cpu_tiles(const T* logits, const PixelGeometry& g, int64_t tile_begin,
+                     int64_t tile_end, const ScoreOutputs& out, const ScorePartials& partials) {
+  const ScoreTiling tiling = score_tiling(g);
+  const float inv_log_c = g.c > 1 ? static_cast<float>(1.0 / std::log(static_cast<double>(g.c))) : 0.0f;
+  // Float logits with unit pixel stride are read in place; anything else is
+  // first gathered into float planes.
+  const bool in_place = std::is_same_v<T, float> && g.stride_col == 1;
+  std::vector<float> buffer(in_place ? 0 : static_cast<size_t>(g.c * kScoreTile));
+  const TilePlanesFn score_tile_planes = select_tile_planes();
+
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+    const int64_t n = tile / tiling.per_image;
+    const int64_t in_image = tile - n * tiling.per_image;
+    const int64_t row = in_image / tiling.per_row;
+    const int64_t col0 = (in_image - row * tiling.per_row) * kScoreTile;
+    const int64_t len = g.cols - col0 < kScoreTile ? g.cols - col0 : kScoreTile;
+
+    const T* src = logits + n * g.stride_n + row * g.stride_row + col0 * g.stride_col;
+    const float* planes;
+    int64_t plane_stride;
+    if constexpr (std::is_same_v<T, float>) {
+      if (in_place) {
+        planes = src, plane_stride = g.stride_c;
+      } else {
+        gather_planes(src, g.stride_c, g.stride_col, g.c, len, buffer.data());
+        planes = buffer.data(), plane_stride = kScoreTile;
+      }
+    } else {
+      gather_planes(src, g.stride_c, g.stride_col, g.c, len, buffer.data());
+      planes = buffer.data(), plane_stride = kScoreTile;
+    }
+
+    const int64_t pix = n * g.pixels() + row * g.cols + col0;
+    score_tile_planes(planes, plane_stride, g.c, len, inv_log_c, out.confidence + pix,
+                      out.label + pix, out.entropy + pix, partials.pixels + tile * g.c,
+                      partials.confidence + tile * g.c, partials.entropy + tile * g.c);
+  }
+}
+
+void score_cpu_reduce(const PixelGeometry& g, const ScorePartials& partials,
+                      int64_t* class_pixels, float* class_confidence, float* class_entropy) {
+  const ScoreTiling tiling = score_tiling(g);
+  std::vector<double> conf(static_cast<size_t>(g.c)), ent(static_cast<size_t>(g.c));
+  for (int64_t n = 0; n < g.n; ++n) {
+    int64_t* pixels = class_pixels + n * g.c;
+    for (int64_t c = 0; c < g.c; ++c) pixels[c] = 0, conf[c] = 0.0, ent[c] = 0.0;
+    for (int64_t tile = n * tiling.per_image; tile < (n + 1) * tiling.per_image; ++tile) {
+      const int64_t* pp = partials.pixels + tile * g.c;
+      const double* pc = partials.confidence + tile * g.c;
+      const double* pe = partials.entropy + tile * g.c;
+      for (int64_t c = 0; c < g.c; ++c) pixels[c] += pp[c], conf[c] += pc[c], ent[c] += pe[c];
+    }
+    for (int64_t c = 0; c < g.c; ++c) {
+      class_confidence[n * g.c + c] = static_cast<float>(conf[c]);
+      class_entropy[n * g.c + c] = static_cast<float>(ent[c]);
+    }
+  }
+}
+
+template <typename T>
+void score_cpu_serial(const T* logits, const PixelGeometry& g, const ScoreOutputs& out,
+                      int64_t* class_pixels, float* class_confidence, float* class_entropy) {
+  const ScoreTiling tiling = score_tiling(g);
+  const size_t cells = static_cast<size_t>(tiling.total * g.c);
+  std::vector<int64_t> pixels(cells);
+  std::vector<double> conf(cells), ent(cells);
+  const ScorePartials partials{pixels.data(), conf.data(), ent.data()};
+  score_cpu_tiles(logits, g, 0, tiling.total, out, partials);
+  score_cpu_reduce(g, partials, class_pixels, class_confidence, class_entropy);
+}
+
+#define LSE_INSTANTIATE(T)                                                                   \
+  template void score_cpu_tiles<T>(const T*, const PixelGeometry&, int64_t, int64_t,          \
+                                   const ScoreOutputs&, const ScorePartials&);                \
+  template void score_cpu_serial<T>(const T*, const PixelGeometry&, const ScoreOutputs&,      \
+                                    int64_t*, float*, float*);
+LSE_INSTANTIATE(float)
+LSE_INSTANTIATE(half_t)
+LSE_INSTANTIATE(bfloat16_t)
+#undef LSE_INSTANTIATE
+
+}  // namespace lse::cpu

@@ -1,0 +1,145 @@
+// CUDA kernel of the fused scoring op. Same per-pixel math as the CPU kernel
+// (core/score_math.h).
+//
+// Layout: thread i of a block handles pixels base + k * kThreads + i for
+// k < kPixelsPerThread, so a warp reads 32 consecutive pixels of one class
+// plane per load (coalesced for NCHW). Per-class sums go to shared memory
+// (one warp-wide atomic when all 32 lanes predict the same class, which is
+// the common case in segmentation maps, else one atomic per lane) and each
+// block adds its C sums to global memory once, in double.
+#include "cuda/score_cuda.h"
+
+#include "core/score_math.h"
+
+namespace lse::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kPixelsPerThread = 8;
+constexpr int64_t kPixelsPerBlock = int64_t{kThreads} * kPixelsPerThread;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+template <typename T>
+__device__ __forceinline__ float load(const T* p) {
+  return to_float(*p);
+}
+template <>
+__device__ __forceinline__ float load<float>(const float* p) {
+  return __ldg(p);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
+  return v;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    score_kernel(const T* __restrict__ logits, PixelGeometry g, int64_t blocks_per_image,
+                 float inv_log_c, float* __restrict__ confidence, int64_t* __restrict__ label,
+                 float* __restrict__ entropy, unsigned long long* __restrict__ class_pixels,
+                 double* __restrict__ class_confidence, double* __restrict__ class_entropy) {
+  extern __shared__ unsigned char smem_raw[];
+  const int num_classes = static_cast<int>(g.c);
+  float* s_conf = reinterpret_cast<float*>(smem_raw);
+  float* s_ent = s_conf + num_classes;
+  unsigned* s_count = reinterpret_cast<unsigned*>(s_ent + num_classes);
+  for (int c = threadIdx.x; c < num_classes; c += kThreads) {
+    s_conf[c] = 0.0f, s_ent[c] = 0.0f, s_count[c] = 0u;
+  }
+  __syncthreads();
+
+  const int64_t n = blockIdx.x / blocks_per_image;
+  const int64_t first = (blockIdx.x - n * blocks_per_image) * kPixelsPerBlock;
+  const int64_t pixels = g.rows * g.cols;
+  const T* image = logits + n * g.stride_n;
+  const int lane = threadIdx.x & 31;
+
+  // Every lane runs every iteration (the bound is block-uniform), so the
+  // full-mask warp intrinsics below are safe; out-of-range lanes carry -1.
+  for (int k = 0; k < kPixelsPerThread; ++k) {
+    const int64_t q = first + int64_t{k} * kThreads + threadIdx.x;
+    int cls = -1;
+    float conf = 0.0f, ent = 0.0f;
+    if (q < pixels) {
+      int64_t offset;
+      if (g.rows == 1) {
+        offset = q * g.stride_col;
+      } else {
+        const int64_t row = q / g.cols;
+        offset = row * g.stride_row + (q - row * g.cols) * g.stride_col;
+      }
+      const T* x = image + offset;
+      ScoreAcc acc = score_init(load(x));
+#pragma unroll 4
+      for (int c = 1; c < num_classes; ++c) score_update(acc, load(x + c * g.stride_c), c);
+      const ScoreResult r = score_finish(acc, inv_log_c);
+      const int64_t out = n * pixels + q;
+      confidence[out] = r.confidence;
+      entropy[out] = r.entropy;
+      label[out] = r.label;
+      cls = r.label, conf = r.confidence, ent = r.entropy;
+    }
+    const int cls0 = __shfl_sync(kFullMask, cls, 0);
+    if (__all_sync(kFullMask, cls == cls0 && cls >= 0)) {
+      const float conf_sum = warp_sum(conf);
+      const float ent_sum = warp_sum(ent);
+      if (lane == 0) {
+        atomicAdd(&s_conf[cls], conf_sum);
+        atomicAdd(&s_ent[cls], ent_sum);
+        atomicAdd(&s_count[cls], 32u);
+      }
+    } else if (cls >= 0) {
+      atomicAdd(&s_conf[cls], conf);
+      atomicAdd(&s_ent[cls], ent);
+      atomicAdd(&s_count[cls], 1u);
+    }
+  }
+  __syncthreads();
+
+  for (int c = threadIdx.x; c < num_classes; c += kThreads) {
+    const unsigned count = s_count[c];
+    if (count != 0u) {
+      const int64_t i = n * num_classes + c;
+      atomicAdd(&class_pixels[i], static_cast<unsigned long long>(count));
+      atomicAdd(&class_confidence[i], static_cast<double>(s_conf[c]));
+      atomicAdd(&class_entropy[i], static_cast<double>(s_ent[c]));
+    }
+  }
+}
+
+template <typename T>
+cudaError_t launch(const ScoreCudaArgs& a, cudaStream_t stream) {
+  const PixelGeometry& g = a.geometry;
+  const int64_t blocks_per_image = (g.rows * g.cols + kPixelsPerBlock - 1) / kPixelsPerBlock;
+  const int64_t blocks = blocks_per_image * g.n;
+  if (blocks > INT32_MAX) return cudaErrorInvalidConfiguration;
+  const size_t smem = static_cast<size_t>(g.c) * (2 * sizeof(float) + sizeof(unsigned));
+  const float inv_log_c = g.c > 1 ? static_cast<float>(1.0 / log(static_cast<double>(g.c))) : 0.0f;
+  score_kernel<T><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
+      static_cast<const T*>(a.logits), g, blocks_per_image, inv_log_c, a.confidence, a.label,
+      a.entropy, reinterpret_cast<unsigned long long*>(a.class_pixels), a.class_confidence,
+      a.class_entropy);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t score_cuda_launch(const ScoreCudaArgs& args, cudaStream_t stream) {
+  const PixelGeometry& g = args.geometry;
+  if (g.c < 1 || g.c > kScoreMaxClasses || g.n * g.rows * g.cols <= 0) return cudaErrorInvalidValue;
+  const size_t cells = static_cast<size_t>(g.n * g.c);
+  cudaError_t err = cudaMemsetAsync(args.class_pixels, 0, cells * sizeof(int64_t), stream);
+  if (err == cudaSuccess) err = cudaMemsetAsync(args.class_confidence, 0, cells * sizeof(double), stream);
+  if (err == cudaSuccess) err = cudaMemsetAsync(args.class_entropy, 0, cells * sizeof(double), stream);
+  if (err != cudaSuccess) return err;
+  switch (args.kind) {
+    case FloatKind::Float32: return launch<float>(args, stream);
+    case FloatKind::Float16: return launch<half_t>(args, stream);
+    case FloatKind::BFloat16: return launch<bfloat16_t>(args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace lse::cuda

@@ -1,0 +1,65 @@
+// CPU implementation of lse_fast::score: torch threading over the tiles of
+// the torch-free kernel in csrc/cpu/score_cpu.cpp.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "cpu/score_cpu.h"
+#include "torch/score_common.h"
+
+namespace lse::torch_ops {
+namespace {
+
+template <typename T>
+void score_cpu_kernel_impl(const T* logits, const PixelGeometry& g, const cpu::ScoreOutputs& out,
+                           at::Tensor& class_pixels, at::Tensor& class_confidence,
+                           at::Tensor& class_entropy) {
+  const cpu::ScoreTiling tiling = cpu::score_tiling(g);
+  const auto opts = at::TensorOptions().device(at::kCPU);
+  at::Tensor part_pixels = at::empty({tiling.total, g.c}, opts.dtype(at::kLong));
+  at::Tensor part_conf = at::empty({tiling.total, g.c}, opts.dtype(at::kDouble));
+  at::Tensor part_ent = at::empty({tiling.total, g.c}, opts.dtype(at::kDouble));
+  const cpu::ScorePartials partials{part_pixels.data_ptr<int64_t>(), part_conf.data_ptr<double>(),
+                                    part_ent.data_ptr<double>()};
+  // Enough tiles per task to amortise scheduling (about 64K logits).
+  const int64_t grain = std::max<int64_t>(1, 65536 / (g.c * cpu::kScoreTile));
+  at::parallel_for(0, tiling.total, grain, [&](int64_t begin, int64_t end) {
+    cpu::score_cpu_tiles(logits, g, begin, end, out, partials);
+  });
+  cpu::score_cpu_reduce(g, partials, class_pixels.data_ptr<int64_t>(),
+                        class_confidence.data_ptr<float>(), class_entropy.data_ptr<float>());
+}
+
+ScoreTuple score_cpu_kernel(const at::Tensor& logits) {
+  check_score_input(logits);
+  LSE_CHECK_DEVICE("score", logits, at::kCPU);
+  ScoreTuple result = allocate_score_outputs(logits);
+  auto& [confidence, label, entropy, class_pixels, class_confidence, class_entropy] = result;
+  if (logits.numel() == 0) return result;
+
+  const PixelGeometry g = score_geometry(logits);
+  const cpu::ScoreOutputs out{confidence.data_ptr<float>(), label.data_ptr<int64_t>(),
+                              entropy.data_ptr<float>()};
+  switch (float_kind(logits.scalar_type())) {
+    case FloatKind::Float32:
+      score_cpu_kernel_impl(logits.const_data_ptr<float>(), g, out, class_pixels,
+                            class_confidence, class_entropy);
+      break;
+    case FloatKind::Float16:
+      score_cpu_kernel_impl(reinterpret_cast<const half_t*>(logits.const_data_ptr<at::Half>()),
+                            g, out, class_pixels, class_confidence, class_entropy);
+      break;
+    case FloatKind::BFloat16:
+      score_cpu_kernel_impl(
+          reinterpret_cast<const bfloat16_t*>(logits.const_data_ptr<at::BFloat16>()), g, out,
+          class_pixels, class_confidence, class_entropy);
+      break;
+  }
+  return result;
+}
+
+}  // namespace
+}  // namespace lse::torch_ops
+
+TORCH_LIBRARY_IMPL(lse_fast, CPU, m) {
+  m.impl("score", &lse::torch_ops::score_cpu_kernel);
+}

@@ -1,0 +1,30 @@
+// The lse_fast operator library: every op's schema is declared here, once.
+// Implementations register per dispatch key in csrc/torch/{cpu,cuda}/.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import lse_fast._C` loads this shared object, which runs the static
+// registrations below; the module itself has no Python methods.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace {
+bool built_with_cuda() {
+#ifdef LSE_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+}  // namespace
+
+TORCH_LIBRARY(lse_fast, m) {
+  m.def(
+      "score(Tensor logits) -> (Tensor confidence, Tensor label, Tensor entropy, "
+      "Tensor class_pixels, Tensor class_confidence, Tensor class_entropy)");
+  m.def("built_with_cuda() -> bool", &built_with_cuda);
+}

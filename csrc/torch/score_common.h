@@ -1,0 +1,49 @@
+// Pieces of the score op shared by its CPU and CUDA implementations.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+#include "core/geometry.h"
+#include "core/platform.h"
+#include "torch/checks.h"
+
+namespace lse::torch_ops {
+
+using ScoreTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+inline void check_score_input(const at::Tensor& logits) {
+  LSE_CHECK_DIM("score", logits, 4, "[N, C, H, W]");
+  LSE_CHECK_FLOATING("score", logits);
+  LSE_CHECK_ARG("score", logits.size(1) > 0, "logits",
+                "must have at least one class (size(1) = C > 0), got shape ", logits.sizes());
+  LSE_CHECK_ARG("score", logits.size(1) <= INT32_MAX, "logits", "has too many classes (",
+                logits.size(1), "); at most 2^31 - 1 are supported");
+}
+
+// Outputs in the order of the op's schema; per-class sums start at zero.
+inline ScoreTuple allocate_score_outputs(const at::Tensor& logits) {
+  const int64_t n = logits.size(0), c = logits.size(1), h = logits.size(2), w = logits.size(3);
+  const auto f32 = logits.options().dtype(at::kFloat);
+  const auto i64 = logits.options().dtype(at::kLong);
+  return {at::empty({n, h, w}, f32), at::empty({n, h, w}, i64), at::empty({n, h, w}, f32),
+          at::zeros({n, c}, i64),    at::zeros({n, c}, f32),    at::zeros({n, c}, f32)};
+}
+
+inline PixelGeometry score_geometry(const at::Tensor& logits) {
+  const int64_t sizes[4] = {logits.size(0), logits.size(1), logits.size(2), logits.size(3)};
+  const int64_t strides[4] = {logits.stride(0), logits.stride(1), logits.stride(2), logits.stride(3)};
+  return make_pixel_geometry(sizes, strides);
+}
+
+inline FloatKind float_kind(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return FloatKind::Float32;
+    case at::kHalf: return FloatKind::Float16;
+    case at::kBFloat16: return FloatKind::BFloat16;
+    default: TORCH_CHECK(false, "lse_fast: unsupported dtype ", t);
+  }
+}
+
+}  // namespace lse::torch_ops

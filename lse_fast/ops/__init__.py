@@ -1,0 +1,10 @@
+"""The fused ops of lse_fast.
+
+Each op is declared once in C++ (`torch.ops.lse_fast.*`); its module here
+holds the public wrapper with the fake (meta) implementation for
+torch.compile and the autograd registration beside it.
+"""
+
+from lse_fast.ops.score import Scores, score
+
+__all__ = ["Scores", "score"]

@@ -1,0 +1,255 @@
+// Unit tests of the torch-free core: the shared per-pixel math (the same
+// functions the CUDA kernels call) and the CPU scoring kernel, checked
+// against double-precision libm computations. Run by CTest.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/fast_math.h"
+#include "core/geometry.h"
+#include "core/platform.h"
+#include "core/score_math.h"
+#include "cpu/score_cpu.h"
+
+namespace {
+
+int g_failures = 0;
+
+#define EXPECT(cond, ...)                                             \
+  do {                                                                \
+    if (!(cond)) {                                                    \
+      ++g_failures;                                                   \
+      std::fprintf(stderr, "%s:%d: EXPECT(%s) failed: ", __FILE__, __LINE__, #cond); \
+      std::fprintf(stderr, __VA_ARGS__);                              \
+      std::fprintf(stderr, "\n");                                     \
+    }                                                                 \
+  } while (0)
+
+double ulp_error(float got, double want) {
+  const double ulp = std::ldexp(1.0, std::ilogb(static_cast<float>(want)) - 23);
+  return std::fabs(got - want) / ulp;
+}
+
+void test_exp_nonpos() {
+  double worst = 0.0;
+  float worst_at = 0.0f;
+  // Every float in [-87.3, 0] at a stride, plus the boundaries.
+  for (float z = 0.0f; z >= -87.3f; z = std::nextafter(z, -100.0f) - 1.0e-4f * std::fabs(z) - 1e-7f) {
+    const double want = std::exp(static_cast<double>(z));
+    if (want < 1.2e-38) continue;  // below float's normal range
+    const double err = ulp_error(lse::exp_nonpos(z), want);
+    if (err > worst) worst = err, worst_at = z;
+  }
+  EXPECT(worst <= 2.0, "max error %.2f ulp at z=%.9g", worst, worst_at);
+  EXPECT(lse::exp_nonpos(0.0f) == 1.0f, "exp(0) = %.9g", lse::exp_nonpos(0.0f));
+  EXPECT(lse::exp_nonpos(-88.0f) == 0.0f, "exp(-88) flushed to 0");
+  EXPECT(lse::exp_nonpos(-2.0e4f) == 0.0f, "exp(-2e4) = 0");
+  EXPECT(lse::exp_nonpos(-INFINITY) == 0.0f, "exp(-inf) = 0");
+  EXPECT(std::isnan(lse::exp_nonpos(NAN)), "exp(NaN) is NaN");
+}
+
+void test_log_ge1() {
+  double worst = 0.0;
+  float worst_at = 1.0f;
+  for (float s = 1.0f; s < 1.0e6f; s = std::nextafter(s, 2e6f) + s * 1.0e-5f) {
+    const double want = std::log(static_cast<double>(s));
+    const double err = s == 1.0f ? std::fabs(lse::log_ge1(s)) : ulp_error(lse::log_ge1(s), want);
+    if (err > worst) worst = err, worst_at = s;
+  }
+  EXPECT(worst <= 2.0, "max error %.2f ulp at s=%.9g", worst, worst_at);
+  EXPECT(lse::log_ge1(1.0f) == 0.0f, "log(1) = %.9g", lse::log_ge1(1.0f));
+  // Relative accuracy just above 1, where the entropy of confident pixels lives.
+  for (float eps : {1e-7f, 1e-5f, 1e-3f}) {
+    const float s = 1.0f + eps;
+    const double want = std::log1p(static_cast<double>(s) - 1.0);
+    EXPECT(std::fabs(lse::log_ge1(s) - want) <= 4e-7 * want, "log(1+%g) rel err", eps);
+  }
+}
+
+double half_reference(uint16_t h) {
+  const int sign = (h >> 15) ? -1 : 1;
+  const int e = (h >> 10) & 0x1f;
+  const int m = h & 0x3ff;
+  if (e == 0) return sign * std::ldexp(static_cast<double>(m), -24);
+  if (e == 31) return m ? NAN : sign * INFINITY;
+  return sign * std::ldexp(1024.0 + m, e - 25);
+}
+
+void test_half_conversion() {
+  int bad = 0;
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float got = lse::to_float(lse::half_t{static_cast<uint16_t>(h)});
+    const double want = half_reference(static_cast<uint16_t>(h));
+    const bool ok = std::isnan(want) ? std::isnan(got)
+                                     : (got == want && std::signbit(got) == std::signbit(want));
+    if (!ok && bad++ < 5) std::fprintf(stderr, "half 0x%04x -> %.9g, want %.9g\n", h, got, want);
+  }
+  EXPECT(bad == 0, "%d of 65536 half values converted wrongly", bad);
+  EXPECT(lse::to_float(lse::bfloat16_t{0x3f80}) == 1.0f, "bf16 1.0");
+  EXPECT(lse::to_float(lse::bfloat16_t{0xc049}) == -3.140625f, "bf16 -3.140625");
+}
+
+struct Truth {
+  double confidence, entropy;
+  int label;
+};
+
+Truth truth(const std::vector<float>& x) {
+  const int c = static_cast<int>(x.size());
+  int arg = 0;
+  for (int i = 1; i < c; ++i)
+    if (x[i] > x[arg]) arg = i;
+  double d = 0.0;
+  for (float v : x) d += std::exp(static_cast<double>(v) - x[arg]);
+  double h = 0.0;
+  for (float v : x) {
+    const double lp = static_cast<double>(v) - x[arg] - std::log(d);
+    h -= std::exp(lp) * lp;
+  }
+  return {1.0 / d, c > 1 ? h / std::log(static_cast<double>(c)) : 0.0, arg};
+}
+
+lse::ScoreResult score_pixel(const std::vector<float>& x) {
+  lse::ScoreAcc acc = lse::score_init(x[0]);
+  for (size_t c = 1; c < x.size(); ++c) lse::score_update(acc, x[c], static_cast<int32_t>(c));
+  const float inv = x.size() > 1 ? static_cast<float>(1.0 / std::log(static_cast<double>(x.size()))) : 0.0f;
+  return lse::score_finish(acc, inv);
+}
+
+void test_score_pixel() {
+  std::mt19937 rng(7);
+  double worst_conf = 0, worst_ent = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    const int c = 1 + static_cast<int>(rng() % 40);
+    const float scale = std::array<float, 4>{0.1f, 3.0f, 30.0f, 1.0e4f}[trial % 4];
+    std::normal_distribution<float> dist(0.0f, scale);
+    std::vector<float> x(c);
+    for (float& v : x) v = dist(rng);
+    const Truth want = truth(x);
+    const lse::ScoreResult got = score_pixel(x);
+    EXPECT(got.label == want.label, "label %d want %d (C=%d)", got.label, want.label, c);
+    worst_conf = std::max(worst_conf, std::fabs(got.confidence - want.confidence));
+    worst_ent = std::max(worst_ent, std::fabs(got.entropy - want.entropy));
+    if (g_failures > 10) return;
+  }
+  EXPECT(worst_conf <= 1e-6, "confidence max abs error %.3g", worst_conf);
+  EXPECT(worst_ent <= 2e-6, "entropy max abs error %.3g", worst_ent);
+
+  // Ties: the lowest index wins; uniform logits give confidence 1/C, entropy 1.
+  const lse::ScoreResult tie = score_pixel({1.0f, 5.0f, 2.0f, 5.0f, 5.0f});
+  EXPECT(tie.label == 1, "tie label %d", tie.label);
+  const lse::ScoreResult flat = score_pixel(std::vector<float>(19, 0.25f));
+  EXPECT(flat.label == 0 && std::fabs(flat.confidence - 1.0 / 19) < 1e-7 &&
+             std::fabs(flat.entropy - 1.0) < 1e-6,
+         "uniform: label %d conf %.9g ent %.9g", flat.label, flat.confidence, flat.entropy);
+  // Extremes stay finite.
+  const lse::ScoreResult ext = score_pixel({-1.0e4f, 1.0e4f, 0.0f, 1.0e4f, -1.0e4f});
+  EXPECT(ext.label == 1 && std::fabs(ext.confidence - 0.5f) < 1e-7 &&
+             std::fabs(ext.entropy - std::log(2.0) / std::log(5.0)) < 1e-6,
+         "extreme: label %d conf %.9g ent %.9g", ext.label, ext.confidence, ext.entropy);
+  const lse::ScoreResult one = score_pixel({3.0f});
+  EXPECT(one.label == 0 && one.confidence == 1.0f && one.entropy == 0.0f, "C == 1");
+  const lse::ScoreResult nan = score_pixel({0.0f, NAN, 1.0f});
+  EXPECT(std::isnan(nan.confidence) && std::isnan(nan.entropy), "NaN logits give NaN scores");
+}
+
+// Whole CPU kernel on a strided layout vs per-pixel double truth.
+template <typename T>
+void check_kernel(const char* name, int64_t n, int64_t c, int64_t h, int64_t w, bool channels_last,
+                  const std::function<T(float)>& cast, const std::function<float(T)>& back) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist(0.0f, 4.0f);
+  std::vector<T> data(static_cast<size_t>(n * c * h * w));
+  for (T& v : data) v = cast(dist(rng));
+  int64_t strides[4];
+  if (channels_last) {
+    strides[0] = h * w * c, strides[1] = 1, strides[2] = w * c, strides[3] = c;
+  } else {
+    strides[0] = c * h * w, strides[1] = h * w, strides[2] = w, strides[3] = 1;
+  }
+  const int64_t sizes[4] = {n, c, h, w};
+  const lse::PixelGeometry g = lse::make_pixel_geometry(sizes, strides);
+  const size_t pix = static_cast<size_t>(n * h * w);
+  std::vector<float> conf(pix), ent(pix), cls_conf(n * c), cls_ent(n * c);
+  std::vector<int64_t> label(pix), cls_pix(n * c);
+  lse::cpu::score_cpu_serial(data.data(), g, {conf.data(), label.data(), ent.data()},
+                             cls_pix.data(), cls_conf.data(), cls_ent.data());
+
+  std::vector<double> want_conf(n * c, 0.0), want_ent(n * c, 0.0);
+  std::vector<int64_t> want_pix(n * c, 0);
+  int bad = 0;
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) {
+        std::vector<float> v(c);
+        for (int64_t k = 0; k < c; ++k)
+          v[k] = back(data[b * strides[0] + k * strides[1] + y * strides[2] + x * strides[3]]);
+        const Truth t = truth(v);
+        const size_t i = static_cast<size_t>((b * h + y) * w + x);
+        if (label[i] != t.label || std::fabs(conf[i] - t.confidence) > 1e-6 ||
+            std::fabs(ent[i] - t.entropy) > 2e-6) {
+          ++bad;
+        }
+        want_pix[b * c + t.label] += 1;
+        want_conf[b * c + t.label] += t.confidence;
+        want_ent[b * c + t.label] += t.entropy;
+      }
+  EXPECT(bad == 0, "%s: %d pixels differ from truth", name, bad);
+  for (int64_t i = 0; i < n * c; ++i) {
+    EXPECT(cls_pix[i] == want_pix[i], "%s: class_pixels[%ld] %ld want %ld", name, (long)i,
+           (long)cls_pix[i], (long)want_pix[i]);
+    EXPECT(std::fabs(cls_conf[i] - want_conf[i]) <= 1e-5 * std::max(1.0, want_conf[i]),
+           "%s: class_confidence[%ld] %.9g want %.9g", name, (long)i, cls_conf[i], want_conf[i]);
+    EXPECT(std::fabs(cls_ent[i] - want_ent[i]) <= 1e-5 * std::max(1.0, want_ent[i]),
+           "%s: class_entropy[%ld] %.9g want %.9g", name, (long)i, cls_ent[i], want_ent[i]);
+  }
+}
+
+void test_kernel() {
+  const std::function<float(float)> id = [](float v) { return v; };
+  check_kernel<float>("f32 nchw", 2, 19, 13, 300, false, id, id);
+  check_kernel<float>("f32 nhwc", 2, 19, 13, 300, true, id, id);
+  check_kernel<float>("f32 C=1", 1, 1, 5, 7, false, id, id);
+  check_kernel<float>("f32 C=2 W=1", 3, 2, 17, 1, false, id, id);
+  const std::function<lse::bfloat16_t(float)> to_bf = [](float v) {
+    return lse::bfloat16_t{static_cast<uint16_t>(lse::float_to_bits(v) >> 16)};
+  };
+  const std::function<float(lse::bfloat16_t)> from_bf = [](lse::bfloat16_t v) { return lse::to_float(v); };
+  check_kernel<lse::bfloat16_t>("bf16 nchw", 2, 7, 9, 259, false, to_bf, from_bf);
+  check_kernel<lse::bfloat16_t>("bf16 nhwc", 1, 7, 9, 31, true, to_bf, from_bf);
+}
+
+void test_geometry() {
+  const int64_t sizes[4] = {2, 3, 4, 5};
+  const int64_t contiguous[4] = {60, 20, 5, 1};
+  lse::PixelGeometry g = lse::make_pixel_geometry(sizes, contiguous);
+  EXPECT(g.rows == 1 && g.cols == 20 && g.stride_col == 1, "contiguous fuses H and W");
+  const int64_t channels_last[4] = {60, 1, 15, 3};
+  g = lse::make_pixel_geometry(sizes, channels_last);
+  EXPECT(g.rows == 1 && g.cols == 20 && g.stride_col == 3, "channels_last fuses H and W");
+  const int64_t sliced[4] = {120, 40, 10, 1};  // x[..., :5] of a wider tensor
+  g = lse::make_pixel_geometry(sizes, sliced);
+  EXPECT(g.rows == 4 && g.cols == 5 && g.stride_row == 10, "sliced keeps rows");
+}
+
+}  // namespace
+
+int main() {
+  const std::vector<std::pair<const char*, void (*)()>> tests = {
+      {"exp_nonpos", test_exp_nonpos},     {"log_ge1", test_log_ge1},
+      {"half_conversion", test_half_conversion}, {"score_pixel", test_score_pixel},
+      {"geometry", test_geometry},         {"score_cpu_kernel", test_kernel},
+  };
+  for (const auto& [name, fn] : tests) {
+    const int before = g_failures;
+    fn();
+    std::printf("%-20s %s\n", name, g_failures == before ? "ok" : "FAILED");
+  }
+  std::printf("%d failure(s)\n", g_failures);
+  return g_failures == 0 ? 0 : 1;
+}
