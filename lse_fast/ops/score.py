@@ -26,19 +26,18 @@ def check_score_input(logits: torch.Tensor) -> None:
     """The argument checks of the C++ op, for the fake implementation."""
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"lse_fast.score: `logits` must be a torch.Tensor, got {type(logits).__name__}")
-    torch._check(
-        logits.dim() == 4,
-        lambda: f"lse_fast.score: `logits` must have 4 dimensions [N, C, H, W], got shape {list(logits.shape)}",
-    )
-    torch._check(
-        logits.dtype in _FLOAT_DTYPES,
-        lambda: f"lse_fast.score: `logits` must be float32, float16 or bfloat16, got {logits.dtype}",
-    )
-    torch._check(
-        logits.shape[1] > 0,
-        lambda: "lse_fast.score: `logits` must have at least one class (size(1) = C > 0), "
-        f"got shape {list(logits.shape)}",
-    )
+    # Plain raises (not torch._check with closures) so torch.compile traces them.
+    if logits.dim() != 4:
+        raise RuntimeError(
+            f"lse_fast.score: `logits` must have 4 dimensions [N, C, H, W], got shape {list(logits.shape)}"
+        )
+    if logits.dtype not in _FLOAT_DTYPES:
+        raise RuntimeError(f"lse_fast.score: `logits` must be float32, float16 or bfloat16, got {logits.dtype}")
+    if logits.shape[1] == 0:
+        raise RuntimeError(
+            "lse_fast.score: `logits` must have at least one class (size(1) = C > 0), "
+            f"got shape {list(logits.shape)}"
+        )
 
 
 def score(logits: torch.Tensor) -> Scores:

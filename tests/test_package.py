@@ -1,0 +1,94 @@
+"""Packaging and build behaviour: import errors, the CUDA build decision,
+CPU-only builds asked for CUDA tensors."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import lse_fast
+from lse_fast import _extension
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_setup_module():
+    spec = importlib.util.spec_from_file_location("lse_fast_setup", ROOT / "setup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # __name__ != "__main__": defines, does not build
+    return module
+
+
+def test_import_without_extension_says_how_to_build(tmp_path):
+    pkg = tmp_path / "lse_fast"
+    shutil.copytree(ROOT / "lse_fast", pkg, ignore=shutil.ignore_patterns("_C*.so", "__pycache__"))
+    code = (
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in getattr(f, '__module__', '')]\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import lse_fast\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "lse_fast's compiled extension (lse_fast._C) is not built" in proc.stderr
+    assert "pip install --no-build-isolation -e ." in proc.stderr
+    assert proc.stderr.count("Traceback") <= 2  # one chained error, not a cascade
+
+
+@pytest.mark.parametrize(
+    "env,torch_cuda,nvcc,expected",
+    [
+        ({}, None, "/usr/bin/nvcc", False),  # CPU torch: nvcc alone is not enough
+        ({}, "13.0", None, False),  # CUDA torch without nvcc
+        ({}, "13.0", "/usr/local/cuda/bin/nvcc", True),
+        ({"FORCE_CUDA": "1"}, None, None, True),
+        ({"FORCE_CUDA": "0"}, "13.0", "/usr/local/cuda/bin/nvcc", False),
+    ],
+)
+def test_cuda_build_decision(env, torch_cuda, nvcc, expected):
+    build, reason = load_setup_module().decide_cuda(env, torch_cuda, nvcc)
+    assert build is expected and reason
+
+
+def test_cuda_build_decision_rejects_bad_force_value():
+    with pytest.raises(SystemExit, match="FORCE_CUDA must be 0 or 1"):
+        load_setup_module().decide_cuda({"FORCE_CUDA": "yes"}, None, None)
+
+
+def test_setup_never_probes_for_a_gpu():
+    text = (ROOT / "setup.py").read_text()
+    assert "is_available" not in text and "device_count" not in text
+
+
+def test_find_nvcc_prefers_cuda_home(tmp_path):
+    nvcc = tmp_path / "bin" / "nvcc"
+    nvcc.parent.mkdir()
+    nvcc.write_text("#!/bin/sh\n")
+    nvcc.chmod(0o755)
+    assert load_setup_module().find_nvcc({"CUDA_HOME": str(tmp_path), "PATH": ""}) == str(nvcc)
+    assert load_setup_module().find_nvcc({"PATH": ""}) is None
+
+
+def test_built_with_cuda_matches_torch():
+    assert isinstance(lse_fast.built_with_cuda(), bool)
+    if torch.version.cuda is None:
+        assert lse_fast.built_with_cuda() is False
+
+
+def test_cpu_only_build_rejects_cuda_tensor_plainly(monkeypatch):
+    monkeypatch.setattr(_extension, "built_with_cuda", lambda: False)
+    fake_cuda_tensor = types.SimpleNamespace(device=torch.device("cuda", 0))
+    with pytest.raises(RuntimeError, match="lse_fast.score: got a CUDA tensor, but this lse_fast build has CPU kernels only"):
+        _extension.require_kernels_for("score", fake_cuda_tensor)
+    _extension.require_kernels_for("score", torch.empty(1))  # CPU tensors pass
+
+
+def test_ops_are_registered_once_with_schema():
+    schema = str(torch.ops.lse_fast.score.default._schema)
+    assert schema.startswith("lse_fast::score(Tensor logits) -> (Tensor confidence, Tensor label")

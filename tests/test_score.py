@@ -1,0 +1,233 @@
+"""lse_fast.ops.score against its reference and a float64 computation."""
+
+import math
+
+import pytest
+import torch
+
+import lse_fast
+from lse_fast import ops, reference
+from tests.conftest import requires_cuda
+from tests.helpers import DTYPES, LAYOUTS, SCORE_TOL, assert_close, make_layout
+
+SHAPES = [(1, 19, 97, 131), (3, 16, 59, 1025), (2, 1, 7, 9), (2, 2, 33, 17), (1, 19, 1, 1), (4, 5, 3, 300)]
+
+
+def truth(logits):
+    """float64 reference on exactly the values the op sees."""
+    return reference.score(logits.double())
+
+
+def check_against_truth(got, want, dtype):
+    tol = SCORE_TOL[dtype]
+    assert got.confidence.dtype == torch.float32 and got.entropy.dtype == torch.float32
+    assert got.label.dtype == torch.int64 and got.class_pixels.dtype == torch.int64
+    assert got.class_confidence.dtype == torch.float32 and got.class_entropy.dtype == torch.float32
+    assert got.confidence.is_contiguous() and got.label.is_contiguous() and got.entropy.is_contiguous()
+    assert torch.equal(got.label.cpu(), want.label.cpu()), "label differs from the float64 argmax"
+    assert_close(got.confidence, want.confidence, atol=tol["confidence"], name="confidence")
+    assert_close(got.entropy, want.entropy, atol=tol["entropy"], name="entropy")
+    assert torch.equal(got.class_pixels.cpu(), want.class_pixels.cpu()), "class_pixels"
+    assert_close(got.class_confidence, want.class_confidence, atol=1e-5, rtol=tol["class_rtol"], name="class_confidence")
+    assert_close(got.class_entropy, want.class_entropy, atol=1e-5, rtol=tol["class_rtol"], name="class_entropy")
+
+
+def random_logits(shape, dtype, scale=4.0):
+    return (torch.randn(shape) * scale).to(dtype)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_matches_float64(shape, dtype, layout):
+    x = random_logits(shape, dtype)
+    got = ops.score(make_layout(x, layout))
+    check_against_truth(got, truth(x), dtype)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: "x".join(map(str, s)))
+def test_matches_reference(shape):
+    x = random_logits(shape, torch.float32)
+    got, ref = ops.score(x), reference.score(x)
+    assert torch.equal(got.label, ref.label)
+    assert torch.equal(got.class_pixels, ref.class_pixels)
+    for field in ("confidence", "entropy"):
+        assert_close(getattr(got, field), getattr(ref, field), atol=2e-6, name=field)
+    for field in ("class_confidence", "class_entropy"):
+        assert_close(getattr(got, field), getattr(ref, field), atol=1e-4, rtol=1e-5, name=field)
+
+
+def test_paper_shape_class_sums_within_1e5_of_float64():
+    # One image of the paper's resolution: per-class sums over up to 512K pixels.
+    x = random_logits((1, 19, 512, 1024), torch.float32, scale=3.0)
+    got, want = ops.score(x), truth(x)
+    assert torch.equal(got.class_pixels, want.class_pixels)
+    assert_close(got.class_confidence, want.class_confidence, rtol=1e-5, name="class_confidence")
+    assert_close(got.class_entropy, want.class_entropy, rtol=1e-5, name="class_entropy")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_error_within_twice_torch_own(dtype):
+    """Against float64 truth on the same half inputs, the fused op may err at
+    most 2x as much as PyTorch computing the same scores in half precision."""
+    x = random_logits((2, 19, 64, 96), dtype)
+    want = truth(x)
+    got = ops.score(x)
+    log_p = torch.log_softmax(x, dim=1)  # computed in `dtype`
+    p = log_p.exp()
+    torch_conf = p.amax(dim=1).double()
+    torch_ent = (-(p * log_p).sum(dim=1) / math.log(19)).double()
+    for name, ours, theirs in (
+        ("confidence", got.confidence, torch_conf),
+        ("entropy", got.entropy, torch_ent),
+    ):
+        ours_err = (ours.double() - getattr(want, name)).abs().max().item()
+        torch_err = (theirs - getattr(want, name)).abs().max().item()
+        assert ours_err <= 2 * torch_err, f"{name}: fused error {ours_err:.3g} > 2 x torch {dtype} error {torch_err:.3g}"
+
+
+def test_ties_take_lowest_class():
+    x = torch.zeros(1, 6, 2, 3)
+    x[0, 2, 0, 0] = x[0, 4, 0, 0] = 5.0  # tie between 2 and 4
+    x[0, :, 1, :] = 1.5  # all equal
+    s = ops.score(x)
+    assert s.label[0, 0, 0] == 2
+    assert torch.all(s.label[0, 1] == 0)
+    assert_close(s.confidence[0, 1], torch.full((3,), 1 / 6), atol=1e-7, name="uniform confidence")
+    assert_close(s.entropy[0, 1], torch.ones(3), atol=1e-6, name="uniform entropy")
+    assert s.class_pixels[0].tolist() == [3 + 2, 0, 1, 0, 0, 0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_extreme_logits_stay_finite(dtype):
+    # +-1e4 (bf16 and fp16 round these slightly; fp16 max is 65504).
+    vals = torch.tensor([-1e4, 1e4, 0.0, 1e4, -1e4, 3.0, -3.0])
+    x = vals[torch.randint(0, len(vals), (2, 19, 17, 23))].to(dtype)
+    s = ops.score(x)
+    for field in s._fields:
+        assert torch.isfinite(getattr(s, field).double()).all(), field
+    check_against_truth(s, truth(x), dtype)
+    one_hot = torch.full((1, 4, 1, 1), -1e4)
+    one_hot[0, 3] = 1e4
+    s = ops.score(one_hot)
+    assert s.label.item() == 3 and s.confidence.item() == 1.0 and s.entropy.item() == 0.0
+
+
+def test_single_class():
+    x = torch.randn(2, 1, 5, 7)
+    s = ops.score(x)
+    assert torch.all(s.label == 0)
+    assert torch.all(s.confidence == 1.0) and torch.all(s.entropy == 0.0)
+    assert s.class_pixels.tolist() == [[35], [35]]
+    assert s.class_confidence.tolist() == [[35.0], [35.0]]
+
+
+def test_entropy_normalised_to_unit_interval():
+    x = random_logits((2, 19, 31, 37), torch.float32, scale=0.01)  # nearly uniform
+    s = ops.score(x)
+    assert s.entropy.min() >= 0.0 and s.entropy.max() <= 1.0
+    assert s.entropy.min() > 0.99
+
+
+def test_nan_logits_propagate():
+    x = torch.randn(1, 4, 2, 2)
+    x[0, 1, 0, 0] = float("nan")
+    s = ops.score(x)
+    assert math.isnan(s.confidence[0, 0, 0].item()) and math.isnan(s.entropy[0, 0, 0].item())
+    assert torch.isfinite(s.confidence[0].flatten()[1:]).all()
+
+
+@pytest.mark.parametrize("shape", [(0, 19, 8, 8), (2, 19, 0, 8), (2, 3, 4, 0)])
+def test_empty(shape):
+    s = ops.score(torch.randn(shape))
+    n, c, h, w = shape
+    assert s.confidence.shape == (n, h, w) and s.label.shape == (n, h, w)
+    assert s.class_pixels.shape == (n, c) and torch.all(s.class_pixels == 0)
+    assert torch.all(s.class_confidence == 0) and torch.all(s.class_entropy == 0)
+
+
+def test_independent_of_thread_count():
+    x = random_logits((2, 19, 61, 517), torch.float32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.score(x)
+        torch.set_num_threads(max(2, threads))
+        many = ops.score(x)
+    finally:
+        torch.set_num_threads(threads)
+    for field in one._fields:
+        assert torch.equal(getattr(one, field), getattr(many, field)), field
+
+
+def test_no_gradient_flows():
+    x = torch.randn(1, 3, 4, 4, requires_grad=True)
+    s = ops.score(x)
+    assert not any(t.requires_grad for t in s)
+
+
+@pytest.mark.parametrize(
+    "layout,dtype",
+    [("contiguous", torch.float32), ("channels_last", torch.float16), ("sliced", torch.bfloat16)],
+)
+def test_opcheck(layout, dtype):
+    x = make_layout(random_logits((2, 5, 7, 9), dtype), layout)
+    torch.library.opcheck(torch.ops.lse_fast.score.default, (x,))
+    torch.library.opcheck(torch.ops.lse_fast.score.default, (x.detach().requires_grad_(),))
+
+
+def test_torch_compile_fullgraph():
+    def per_class_mean_confidence(logits):
+        s = ops.score(logits)
+        return s.class_confidence / s.class_pixels.clamp(min=1), s.label
+
+    x = random_logits((2, 19, 33, 65), torch.float32)
+    compiled = torch.compile(per_class_mean_confidence, fullgraph=True)
+    got_mean, got_label = compiled(x)
+    want_mean, want_label = per_class_mean_confidence(x)
+    assert torch.equal(got_label, want_label)
+    assert_close(got_mean, want_mean, atol=1e-6, name="mean confidence")
+
+
+@pytest.mark.parametrize(
+    "make,match,cxx_match",
+    [
+        (lambda: torch.randn(19, 8, 8), r"`logits` must have 4 dimensions \[N, C, H, W\], got shape \[19, 8, 8\]", None),
+        (lambda: torch.randn(1, 2, 19, 8, 8), r"`logits` must have 4 dimensions", None),
+        (lambda: torch.randint(0, 5, (1, 19, 8, 8)), r"`logits` must be float32, float16 or bfloat16, got torch.int64", "got Long"),
+        (lambda: torch.randn(1, 19, 8, 8, dtype=torch.float64), r"must be float32, float16 or bfloat16, got torch.float64", "got Double"),
+        (lambda: torch.randn(1, 0, 8, 8), r"`logits` must have at least one class", None),
+    ],
+    ids=["rank3", "rank5", "int64", "float64", "no-classes"],
+)
+def test_bad_input(make, match, cxx_match):
+    x = make()
+    with pytest.raises(RuntimeError, match=match):
+        ops.score(x)
+    # The C++ op checks on its own too, for callers of torch.ops directly.
+    with pytest.raises(RuntimeError, match=cxx_match or match):
+        torch.ops.lse_fast.score.default(x)
+
+
+def test_not_a_tensor():
+    with pytest.raises(TypeError, match="`logits` must be a torch.Tensor"):
+        ops.score([[1.0, 2.0]])
+
+
+@requires_cuda
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cuda_matches_float64(shape, dtype, layout):
+    x = random_logits(shape, dtype)
+    got = ops.score(make_layout(x, layout).cuda())
+    assert got.confidence.is_cuda and got.class_pixels.is_cuda
+    check_against_truth(got, truth(x), dtype)
+
+
+@requires_cuda
+def test_cuda_paper_shape_and_opcheck():
+    x = random_logits((2, 19, 512, 1024), torch.float32, scale=3.0)
+    got, want = ops.score(x.cuda()), truth(x)
+    check_against_truth(got, want, torch.float32)
+    torch.library.opcheck(torch.ops.lse_fast.score.default, (x[:, :, :64, :64].cuda(),))
