@@ -1,7 +1,7 @@
 // CUDA implementation of lse_fast::score: device guard, stream and output
 // allocation around the torch-free launcher in csrc/cuda/score_cuda.cu.
 // Built only against a CUDA-enabled torch.
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -35,7 +35,7 @@ ScoreTuple score_cuda_kernel(const at::Tensor& logits) {
   args.class_pixels = class_pixels.data_ptr<int64_t>();
   args.class_confidence = conf_acc.data_ptr<double>();
   args.class_entropy = ent_acc.data_ptr<double>();
-  const cudaError_t err = lse::cuda::score_cuda_launch(args, at::cuda::getCurrentCUDAStream());
+  const cudaError_t err = lse::cuda::score_cuda_launch(args, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "lse_fast.score: CUDA kernel launch failed: ",
               cudaGetErrorString(err));
   class_confidence.copy_(conf_acc);
