@@ -50,7 +50,7 @@ def make_layout(x, layout):
         return x.contiguous(memory_format=torch.channels_last)
     if layout == "sliced":  # strided in every dimension, H and W not fusable
         n, c, h, w = x.shape
-        big = torch.zeros(n, 2 * c, h + 1, 2 * w + 3, dtype=x.dtype)
+        big = torch.zeros(n, 2 * c, h + 1, 2 * w + 3, dtype=x.dtype, device=x.device)
         view = big[:, ::2, 1:, 1 : 2 * w + 1 : 2]
         view.copy_(x)
         return view

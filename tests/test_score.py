@@ -220,7 +220,7 @@ def test_not_a_tensor():
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_cuda_matches_float64(shape, dtype, layout):
     x = random_logits(shape, dtype)
-    got = ops.score(make_layout(x, layout).cuda())
+    got = ops.score(make_layout(x.cuda(), layout))  # layout built on the device
     assert got.confidence.is_cuda and got.class_pixels.is_cuda
     check_against_truth(got, truth(x), dtype)
 

@@ -163,19 +163,12 @@ void score_cpu_tiles(const T* logits, const PixelGeometry& g, int64_t tile_begin
     const int64_t len = g.cols - col0 < kScoreTile ? g.cols - col0 : kScoreTile;
 
     const T* src = logits + n * g.stride_n + row * g.stride_row + col0 * g.stride_col;
-    const float* planes;
-    int64_t plane_stride;
+    const float* planes = buffer.data();
+    int64_t plane_stride = kScoreTile;
     if constexpr (std::is_same_v<T, float>) {
-      if (in_place) {
-        planes = src, plane_stride = g.stride_c;
-      } else {
-        gather_planes(src, g.stride_c, g.stride_col, g.c, len, buffer.data());
-        planes = buffer.data(), plane_stride = kScoreTile;
-      }
-    } else {
-      gather_planes(src, g.stride_c, g.stride_col, g.c, len, buffer.data());
-      planes = buffer.data(), plane_stride = kScoreTile;
+      if (in_place) planes = src, plane_stride = g.stride_c;
     }
+    if (!in_place) gather_planes(src, g.stride_c, g.stride_col, g.c, len, buffer.data());
 
     const int64_t pix = n * g.pixels() + row * g.cols + col0;
     score_tile_planes(planes, plane_stride, g.c, len, inv_log_c, out.confidence + pix,
