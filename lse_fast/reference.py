@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from lse_fast.ops.focal_ce_loss import check_focal_ce_input
 from lse_fast.ops.score import Scores, check_score_input
 
 
@@ -37,3 +38,29 @@ def score(logits: torch.Tensor) -> Scores:
     class_entropy = torch.zeros(n, c, dtype=x.dtype, device=x.device)
     class_entropy.scatter_add_(1, flat_label, entropy.reshape(n, -1))
     return Scores(confidence, label, entropy, class_pixels, class_confidence, class_entropy)
+
+
+def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, reduction="mean"):
+    """Reference of :func:`lse_fast.ops.focal_ce_loss` (autograd gives its
+    gradient). Computes in float32, or float64 for float64 logits."""
+    check_focal_ce_input(logits, target, gamma, reduction)
+    x = logits if logits.dtype == torch.float64 else logits.float()
+    c = x.shape[1]
+    target = target.long()
+    valid = target != ignore_index
+    bad = valid & ((target < 0) | (target >= c))
+    if bool(bad.any()):
+        value = int(target[bad][0])
+        raise RuntimeError(
+            f"lse_fast.focal_ce_loss: `target` value {value} is outside [0, {c}) and is not ignore_index ({ignore_index})"
+        )
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    log_pt = torch.log_softmax(x, dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
+    ce = -log_pt
+    focal = (1 - log_pt.exp()).pow(gamma) * ce
+    loss = torch.where(valid, ce + beta * focal, torch.zeros_like(ce))
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / valid.sum().clamp(min=1)

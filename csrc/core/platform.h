@@ -78,8 +78,48 @@ LSE_HD float to_float(bfloat16_t x) {
   return bits_to_float(static_cast<uint32_t>(x.bits) << 16);
 }
 
+// binary32 -> binary16, round to nearest even, overflow to inf, NaN kept
+// (quiet). Branch-free: scaling by 2^112 then 2^-110 lets the float adder do
+// the rounding of normals and subnormals alike.
+LSE_HD uint16_t float_to_half_bits(float f) {
+  const uint32_t w = float_to_bits(f);
+  const uint32_t shl1_w = w + w;  // sign shifted out
+  const uint32_t sign = w & 0x80000000u;
+  const float magnitude = bits_to_float(shl1_w >> 1);
+  float base = (magnitude * 0x1.0p+112f) * 0x1.0p-110f;
+  uint32_t bias = shl1_w & 0xFF000000u;
+  bias = bias < 0x71000000u ? 0x71000000u : bias;
+  base = bits_to_float((bias >> 1) + 0x07800000u) + base;
+  const uint32_t bits = float_to_bits(base);
+  const uint32_t nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
+  return static_cast<uint16_t>((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
+}
+
+// binary32 -> bfloat16, round to nearest even, NaN kept (quiet).
+LSE_HD uint16_t float_to_bf16_bits(float f) {
+  const uint32_t w = float_to_bits(f);
+  const uint32_t rounded = (w + 0x7FFFu + ((w >> 16) & 1u)) >> 16;
+  const bool is_nan = (w & 0x7FFFFFFFu) > 0x7F800000u;
+  return static_cast<uint16_t>(is_nan ? ((w >> 16) | 0x0040u) : rounded);
+}
+
+template <typename T>
+LSE_HD T from_float(float x);
+template <>
+LSE_HD float from_float<float>(float x) { return x; }
+template <>
+LSE_HD half_t from_float<half_t>(float x) {
+#if defined(__CUDA_ARCH__)
+  return half_t{__half_as_ushort(__float2half_rn(x))};
+#else
+  return half_t{float_to_half_bits(x)};
+#endif
+}
+template <>
+LSE_HD bfloat16_t from_float<bfloat16_t>(float x) { return bfloat16_t{float_to_bf16_bits(x)}; }
+
 // Element types a kernel may be launched with; the torch glue maps
 // ScalarType onto this so the launchers stay torch-free.
-enum class FloatKind : int { Float32 = 0, Float16 = 1, BFloat16 = 2 };
+enum class FloatKind : int { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3 };
 
 }  // namespace lse

@@ -26,5 +26,11 @@ TORCH_LIBRARY(lse_fast, m) {
   m.def(
       "score(Tensor logits) -> (Tensor confidence, Tensor label, Tensor entropy, "
       "Tensor class_pixels, Tensor class_confidence, Tensor class_entropy)");
+  // reduction: 0 none, 1 mean, 2 sum. grad_logits is dloss/dlogits (scaled
+  // for the reduction), computed in the same pass; empty when compute_grad
+  // is false.
+  m.def(
+      "focal_ce_loss(Tensor logits, Tensor target, float gamma, float beta, int ignore_index, "
+      "int reduction, bool compute_grad) -> (Tensor loss, Tensor grad_logits)");
   m.def("built_with_cuda() -> bool", &built_with_cuda);
 }

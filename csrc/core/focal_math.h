@@ -1,0 +1,55 @@
+// Per-pixel math of the fused masked focal + cross-entropy loss (LSE paper,
+// Eq. 4, 5, 7), shared by the CPU and CUDA kernels. With L = log p_t <= 0 the
+// log-probability of the pseudo-label t:
+//   ce   = -L
+//   fl   = (1 - p_t)^gamma * ce
+//   loss = ce + beta * fl
+// and the gradient w.r.t. logit c is dloss/dL * (delta_ct - p_c), where
+//   dloss/dL = -1 + beta * (gamma p_t (1 - p_t)^(gamma - 1) L - (1 - p_t)^gamma).
+// A is the accumulation type: float (float32/16/bf16 logits) or double.
+#pragma once
+
+#include <math.h>
+
+#include "core/fast_math.h"
+
+namespace lse {
+
+LSE_HD float exp_nonpos_t(float z) { return exp_nonpos(z); }
+LSE_HD double exp_nonpos_t(double z) { return ::exp(z); }
+LSE_HD float log_ge1_t(float s) { return log_ge1(s); }
+LSE_HD double log_ge1_t(double s) { return ::log(s); }
+
+template <typename A>
+struct FocalTerms {
+  A loss;      // ce + beta * fl
+  A dloss_dL;  // derivative of loss w.r.t. L = log p_t
+};
+
+// gamma >= 0. Exact limits where p_t rounds to 1 (q = 0): fl = 0 and the
+// gamma term is 0 (q^(gamma-1) L -> -q^gamma -> 0).
+template <typename A>
+LSE_HD FocalTerms<A> focal_terms(A log_pt, A gamma, A beta) {
+  const A p = exp_nonpos_t(log_pt);
+  const A q = A(1) - p;
+  const bool q_pos = q > A(0);
+  const A inv_q = q_pos ? A(1) / q : A(1);
+  const A log_q = -log_ge1_t(inv_q);  // log q for q in (0, 1]
+  const A q_gamma = q_pos ? exp_nonpos_t(gamma * log_q) : (gamma == A(0) ? A(1) : A(0));
+  const A ce = -log_pt;
+  const A gamma_term = q_pos ? gamma * p * (q_gamma * inv_q) * log_pt : A(0);
+  FocalTerms<A> r;
+  r.loss = ce + beta * (q_gamma * ce);
+  r.dloss_dL = A(-1) + beta * (gamma_term - q_gamma);
+  return r;
+}
+
+// Target of a pixel as a class index, or -1 when ignored or out of [0, C)
+// (out-of-range targets are reported by the validation pass, never read).
+template <typename Tgt>
+LSE_HD int32_t focal_class(Tgt target, int64_t ignore_index, int64_t num_classes) {
+  const int64_t t = static_cast<int64_t>(target);
+  return (t == ignore_index || t < 0 || t >= num_classes) ? -1 : static_cast<int32_t>(t);
+}
+
+}  // namespace lse

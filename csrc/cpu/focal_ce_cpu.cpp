@@ -1,0 +1,210 @@
+#include "cpu/focal_ce_cpu.h"
+
+#include <type_traits>
+#include <vector>
+
+#include "core/focal_math.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LSE_X86_DISPATCH 1
+#define LSE_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#else
+#define LSE_X86_DISPATCH 0
+#endif
+
+namespace lse::cpu {
+namespace {
+
+template <typename A>
+struct TileIO {
+  const A* planes;      // class c of pixel p at planes[c * plane_stride + p]
+  int64_t plane_stride;
+  const int32_t* cls;   // target class per pixel, -1 when not counted
+  int64_t num_classes;
+  int64_t len;
+  A gamma, beta, grad_scale;
+  A* exps;              // scratch [C][kFocalTile]
+  A* loss;              // per-pixel loss out (ignored pixels 0)
+};
+
+// Loss of one tile and, when grad_out is set, the gradient scaled by
+// grad_scale into grad_out[c * grad_stride + p] (already converted to T).
+template <typename A, typename T>
+LSE_HD double focal_tile_body(const TileIO<A>& io, T* grad_out, int64_t grad_stride) {
+  alignas(64) A m[kFocalTile];
+  alignas(64) A s[kFocalTile];
+  alignas(64) A xt[kFocalTile];
+  alignas(64) A coef[kFocalTile];
+  const int64_t len = io.len;
+
+  for (int64_t p = 0; p < len; ++p) m[p] = io.planes[p], xt[p] = io.planes[p];
+  for (int64_t c = 1; c < io.num_classes; ++c) {
+    const A* x = io.planes + c * io.plane_stride;
+    const int32_t ci = static_cast<int32_t>(c);
+    for (int64_t p = 0; p < len; ++p) {
+      m[p] = x[p] > m[p] ? x[p] : m[p];
+      xt[p] = io.cls[p] == ci ? x[p] : xt[p];
+    }
+  }
+  for (int64_t p = 0; p < len; ++p) s[p] = A(0);
+  for (int64_t c = 0; c < io.num_classes; ++c) {
+    const A* x = io.planes + c * io.plane_stride;
+    A* e = io.exps + c * kFocalTile;
+    for (int64_t p = 0; p < len; ++p) {
+      e[p] = exp_nonpos_t(x[p] - m[p]);
+      s[p] += e[p];
+    }
+  }
+  double total = 0.0;
+  for (int64_t p = 0; p < len; ++p) {
+    const bool valid = io.cls[p] >= 0;
+    const A log_pt = xt[p] - m[p] - log_ge1_t(s[p]);
+    // log_pt can round a hair above 0 when p_t ~ 1; the math needs <= 0.
+    const FocalTerms<A> f = focal_terms<A>(log_pt < A(0) ? log_pt : A(0), io.gamma, io.beta);
+    const A loss = valid ? f.loss : A(0);
+    io.loss[p] = loss;
+    coef[p] = valid ? f.dloss_dL * io.grad_scale : A(0);
+    s[p] = A(1) / s[p];  // reused as 1 / sum
+  }
+  for (int64_t p = 0; p < len; ++p) total += static_cast<double>(io.loss[p]);
+  if (grad_out != nullptr) {
+    for (int64_t c = 0; c < io.num_classes; ++c) {
+      const A* e = io.exps + c * kFocalTile;
+      T* g = grad_out + c * grad_stride;
+      const int32_t ci = static_cast<int32_t>(c);
+      for (int64_t p = 0; p < len; ++p) {
+        const A delta = io.cls[p] == ci ? A(1) : A(0);
+        const A v = coef[p] * (delta - e[p] * s[p]);
+        if constexpr (std::is_same_v<A, double>) {
+          g[p] = v;
+        } else {
+          g[p] = from_float<T>(v);
+        }
+      }
+    }
+  }
+  return total;
+}
+
+template <typename A, typename T>
+double focal_tile_generic(const TileIO<A>& io, T* grad_out, int64_t grad_stride) {
+  return focal_tile_body<A, T>(io, grad_out, grad_stride);
+}
+
+#if LSE_X86_DISPATCH
+template <typename A, typename T>
+LSE_TARGET_AVX2 double focal_tile_avx2(const TileIO<A>& io, T* grad_out, int64_t grad_stride) {
+  return focal_tile_body<A, T>(io, grad_out, grad_stride);
+}
+bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+template <typename A, typename T>
+double focal_tile(const TileIO<A>& io, T* grad_out, int64_t grad_stride) {
+#if LSE_X86_DISPATCH
+  if (cpu_has_avx2_fma()) return focal_tile_avx2<A, T>(io, grad_out, grad_stride);
+#endif
+  return focal_tile_generic<A, T>(io, grad_out, grad_stride);
+}
+
+}  // namespace
+
+template <typename Tgt>
+TargetCheck focal_ce_count_targets(const Tgt* target, int64_t begin, int64_t end,
+                                   int64_t ignore_index, int64_t num_classes) {
+  TargetCheck r;
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t t = static_cast<int64_t>(target[i]);
+    const bool in_range = t >= 0 && t < num_classes;
+    r.valid += (in_range && t != ignore_index) ? 1 : 0;
+    if (!in_range && t != ignore_index && r.first_bad < 0) r.first_bad = i;
+  }
+  return r;
+}
+
+int64_t focal_ce_tiles_total(const PixelGeometry& g) {
+  return g.n * g.rows * ((g.cols + kFocalTile - 1) / kFocalTile);
+}
+
+template <typename T, typename Tgt>
+void focal_ce_cpu_tiles(const T* logits, const PixelGeometry& g, const Tgt* target,
+                        const FocalArgs& args, int64_t tile_begin, int64_t tile_end,
+                        FocalAcc<T>* loss_per_pixel, T* grad, double* partial_loss) {
+  using A = FocalAcc<T>;
+  const int64_t per_row = (g.cols + kFocalTile - 1) / kFocalTile;
+  const int64_t per_image = per_row * g.rows;
+  const int64_t pixels = g.pixels();
+  const bool in_place = std::is_same_v<T, A> && g.stride_col == 1;
+  std::vector<A> gathered(in_place ? 0 : static_cast<size_t>(g.c * kFocalTile));
+  std::vector<A> exps(static_cast<size_t>(g.c * kFocalTile));
+  std::vector<A> tile_loss(loss_per_pixel == nullptr ? kFocalTile : 0);
+  int32_t cls[kFocalTile];
+
+  TileIO<A> io;
+  io.cls = cls;
+  io.num_classes = g.c;
+  io.gamma = static_cast<A>(args.gamma);
+  io.beta = static_cast<A>(args.beta);
+  io.grad_scale = static_cast<A>(args.grad_scale);
+  io.exps = exps.data();
+
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+    const int64_t n = tile / per_image;
+    const int64_t in_image = tile - n * per_image;
+    const int64_t row = in_image / per_row;
+    const int64_t col0 = (in_image - row * per_row) * kFocalTile;
+    const int64_t len = g.cols - col0 < kFocalTile ? g.cols - col0 : kFocalTile;
+    const int64_t pix = row * g.cols + col0;  // pixel index within the image
+
+    const T* src = logits + n * g.stride_n + row * g.stride_row + col0 * g.stride_col;
+    if constexpr (std::is_same_v<T, A>) {
+      if (in_place) io.planes = src, io.plane_stride = g.stride_c;
+    }
+    if (!in_place) {
+      for (int64_t c = 0; c < g.c; ++c) {
+        const T* x = src + c * g.stride_c;
+        A* y = gathered.data() + c * kFocalTile;
+        for (int64_t p = 0; p < len; ++p) {
+          if constexpr (std::is_same_v<T, double>) {
+            y[p] = x[p * g.stride_col];
+          } else {
+            y[p] = to_float(x[p * g.stride_col]);
+          }
+        }
+      }
+      io.planes = gathered.data(), io.plane_stride = kFocalTile;
+    }
+    const Tgt* t = target + n * pixels + pix;
+    for (int64_t p = 0; p < len; ++p) cls[p] = focal_class(t[p], args.ignore_index, g.c);
+    io.len = len;
+    io.loss = loss_per_pixel != nullptr ? loss_per_pixel + n * pixels + pix : tile_loss.data();
+    T* grad_tile = grad != nullptr ? grad + n * g.c * pixels + pix : nullptr;
+    partial_loss[tile] = focal_tile<A, T>(io, grad_tile, pixels);
+  }
+}
+
+double focal_ce_cpu_reduce(const double* partial_loss, int64_t tiles) {
+  double total = 0.0;
+  for (int64_t i = 0; i < tiles; ++i) total += partial_loss[i];
+  return total;
+}
+
+#define LSE_INSTANTIATE(T, Tgt)                                                              \
+  template void focal_ce_cpu_tiles<T, Tgt>(const T*, const PixelGeometry&, const Tgt*,        \
+                                           const FocalArgs&, int64_t, int64_t, FocalAcc<T>*, T*, \
+                                           double*);
+#define LSE_INSTANTIATE_TARGET(Tgt)                                                          \
+  template TargetCheck focal_ce_count_targets<Tgt>(const Tgt*, int64_t, int64_t, int64_t,     \
+                                                   int64_t);                                  \
+  LSE_INSTANTIATE(float, Tgt)                                                                \
+  LSE_INSTANTIATE(half_t, Tgt)                                                               \
+  LSE_INSTANTIATE(bfloat16_t, Tgt) LSE_INSTANTIATE(double, Tgt)
+LSE_INSTANTIATE_TARGET(uint8_t)
+LSE_INSTANTIATE_TARGET(int64_t)
+#undef LSE_INSTANTIATE_TARGET
+#undef LSE_INSTANTIATE
+
+}  // namespace lse::cpu

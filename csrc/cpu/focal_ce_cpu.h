@@ -1,0 +1,58 @@
+// Torch-free CPU kernel of the fused masked focal + cross-entropy loss.
+//
+// Two passes, both parallel over fixed chunks so the results do not depend
+// on the thread count beyond float rounding:
+//   1. focal_ce_count_targets: valid-pixel count (needed for the mean's
+//      gradient scale before any gradient is written) and the first target
+//      outside [0, C) that is not ignore_index.
+//   2. focal_ce_cpu_tiles: per tile of <= kFocalTile pixels along a row, max,
+//      log-sum-exp, loss and (optionally) the gradient, plus one partial loss
+//      sum per tile that focal_ce_cpu_reduce adds in tile order.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "core/geometry.h"
+#include "core/platform.h"
+
+namespace lse::cpu {
+
+constexpr int64_t kFocalTile = 256;
+
+struct TargetCheck {
+  int64_t valid = 0;       // pixels whose target is in [0, C)
+  int64_t first_bad = -1;  // flat index of the first out-of-range target, or -1
+};
+
+// Targets [begin, end) of a contiguous [N * H * W] target array.
+template <typename Tgt>
+TargetCheck focal_ce_count_targets(const Tgt* target, int64_t begin, int64_t end,
+                                   int64_t ignore_index, int64_t num_classes);
+
+struct FocalArgs {
+  double gamma = 3.0;
+  double beta = 0.1;
+  int64_t ignore_index = 255;
+  double grad_scale = 1.0;  // 1 / valid pixels for "mean", else 1
+};
+
+int64_t focal_ce_tiles_total(const PixelGeometry& g);
+
+// Accumulation (and loss) type: double for double logits, else float.
+template <typename T>
+using FocalAcc = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// T: float, half_t, bfloat16_t (float math) or double (double math).
+// Tgt: uint8_t or int64_t, contiguous [N, H * W].
+// loss_per_pixel: [N, H * W] of FocalAcc<T> (0 at ignored pixels) or nullptr.
+// grad: contiguous [N, C, H * W] of T, or nullptr to skip the gradient.
+// partial_loss: [focal_ce_tiles_total(g)] per-tile loss sums.
+template <typename T, typename Tgt>
+void focal_ce_cpu_tiles(const T* logits, const PixelGeometry& g, const Tgt* target,
+                        const FocalArgs& args, int64_t tile_begin, int64_t tile_end,
+                        FocalAcc<T>* loss_per_pixel, T* grad, double* partial_loss);
+
+double focal_ce_cpu_reduce(const double* partial_loss, int64_t tiles);
+
+}  // namespace lse::cpu

@@ -1,0 +1,121 @@
+// CPU implementation of lse_fast::focal_ce_loss: torch threading over the
+// torch-free kernel in csrc/cpu/focal_ce_cpu.cpp.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "cpu/focal_ce_cpu.h"
+#include "torch/focal_ce_common.h"
+#include "torch/memory.h"
+#include "torch/score_common.h"
+
+namespace lse::torch_ops {
+namespace {
+
+constexpr int64_t kTargetChunk = 1 << 16;
+
+template <typename Tgt>
+cpu::TargetCheck count_targets(const Tgt* target, int64_t pixels, int64_t ignore_index,
+                               int64_t num_classes) {
+  const int64_t chunks = (pixels + kTargetChunk - 1) / kTargetChunk;
+  std::vector<cpu::TargetCheck> parts(static_cast<size_t>(chunks));
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      parts[i] = cpu::focal_ce_count_targets(target, i * kTargetChunk,
+                                             std::min(pixels, (i + 1) * kTargetChunk),
+                                             ignore_index, num_classes);
+    }
+  });
+  cpu::TargetCheck total;
+  for (const auto& p : parts) {
+    total.valid += p.valid;
+    if (total.first_bad < 0) total.first_bad = p.first_bad;
+  }
+  return total;
+}
+
+template <typename T, typename Tgt>
+std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel_impl(const at::Tensor& logits,
+                                                            const at::Tensor& target,
+                                                            double gamma, double beta,
+                                                            int64_t ignore_index,
+                                                            Reduction reduction,
+                                                            bool compute_grad) {
+  const PixelGeometry g = score_geometry(logits);
+  const Tgt* tgt = target.const_data_ptr<Tgt>();
+  const int64_t pixels = target.numel();
+  const cpu::TargetCheck check = count_targets(tgt, pixels, ignore_index, g.c);
+  TORCH_CHECK(check.first_bad < 0, "lse_fast.focal_ce_loss: `target` value ",
+              static_cast<int64_t>(tgt[check.first_bad]), " at flat index ", check.first_bad,
+              " is outside [0, ", g.c, ") and is not ignore_index (", ignore_index, ")");
+
+  using Acc = cpu::FocalAcc<T>;
+  const auto loss_opts = logits.options().dtype(std::is_same_v<Acc, double> ? at::kDouble : at::kFloat);
+  at::Tensor loss_map = reduction == Reduction::None
+                            ? at::empty({logits.size(0), logits.size(2), logits.size(3)}, loss_opts)
+                            : at::Tensor();
+  at::Tensor grad = compute_grad ? empty_for_overwrite(logits.sizes(), logits.options())
+                                  : at::empty({0}, logits.options());
+  const int64_t tiles = cpu::focal_ce_tiles_total(g);
+  std::vector<double> partial(static_cast<size_t>(tiles));
+
+  cpu::FocalArgs args;
+  args.gamma = gamma, args.beta = beta, args.ignore_index = ignore_index;
+  args.grad_scale = reduction == Reduction::Mean ? (check.valid > 0 ? 1.0 / check.valid : 0.0) : 1.0;
+  const T* x = reinterpret_cast<const T*>(logits.const_data_ptr());
+  T* grad_ptr = compute_grad ? reinterpret_cast<T*>(grad.data_ptr()) : nullptr;
+  Acc* loss_ptr = loss_map.defined() ? loss_map.data_ptr<Acc>() : nullptr;
+  const int64_t grain = std::max<int64_t>(1, 32768 / (g.c * cpu::kFocalTile));
+  at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
+    cpu::focal_ce_cpu_tiles(x, g, tgt, args, begin, end, loss_ptr, grad_ptr, partial.data());
+  });
+  if (reduction == Reduction::None) return {loss_map, grad};
+  double total = cpu::focal_ce_cpu_reduce(partial.data(), tiles);
+  if (reduction == Reduction::Mean) total = check.valid > 0 ? total / check.valid : 0.0;
+  return {at::scalar_tensor(total, loss_opts), grad};
+}
+
+template <typename T>
+std::tuple<at::Tensor, at::Tensor> dispatch_target(const at::Tensor& logits, const at::Tensor& target,
+                                                   double gamma, double beta, int64_t ignore_index,
+                                                   Reduction reduction, bool compute_grad) {
+  if (target.scalar_type() == at::kByte) {
+    return focal_ce_cpu_kernel_impl<T, uint8_t>(logits, target, gamma, beta, ignore_index,
+                                                reduction, compute_grad);
+  }
+  return focal_ce_cpu_kernel_impl<T, int64_t>(logits, target, gamma, beta, ignore_index,
+                                              reduction, compute_grad);
+}
+
+std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel(const at::Tensor& logits,
+                                                       const at::Tensor& target_in, double gamma,
+                                                       double beta, int64_t ignore_index,
+                                                       int64_t reduction_code, bool compute_grad) {
+  const Reduction reduction = check_focal_ce_input(logits, target_in, gamma, reduction_code);
+  LSE_CHECK_DEVICE("focal_ce_loss", logits, at::kCPU);
+  const at::Tensor target = target_in.contiguous();
+  if (logits.numel() == 0) {
+    const auto loss_opts = logits.options().dtype(logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+    at::Tensor grad = compute_grad ? at::zeros(logits.sizes(), logits.options()) : at::empty({0}, logits.options());
+    at::Tensor loss = reduction == Reduction::None ? at::zeros(target.sizes(), loss_opts) : at::zeros({}, loss_opts);
+    return {loss, grad};
+  }
+  switch (logits.scalar_type()) {
+    case at::kFloat:
+      return dispatch_target<float>(logits, target, gamma, beta, ignore_index, reduction, compute_grad);
+    case at::kHalf:
+      return dispatch_target<half_t>(logits, target, gamma, beta, ignore_index, reduction, compute_grad);
+    case at::kBFloat16:
+      return dispatch_target<bfloat16_t>(logits, target, gamma, beta, ignore_index, reduction, compute_grad);
+    default:
+      return dispatch_target<double>(logits, target, gamma, beta, ignore_index, reduction, compute_grad);
+  }
+}
+
+}  // namespace
+}  // namespace lse::torch_ops
+
+TORCH_LIBRARY_IMPL(lse_fast, CPU, m) {
+  m.impl("focal_ce_loss", &lse::torch_ops::focal_ce_cpu_kernel);
+}
