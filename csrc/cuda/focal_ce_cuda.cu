@@ -1,0 +1,188 @@
+// CUDA kernels of the fused focal + CE loss. Same per-pixel math as the CPU
+// kernel (core/focal_math.h). One thread per pixel; consecutive threads read
+// consecutive pixels of a class plane (coalesced for NCHW) and write the
+// gradient in NCHW order. Loss sums are reduced per block (warp shuffles,
+// then shared memory) and added to global memory with one atomic per block.
+#include "cuda/focal_ce_cuda.h"
+
+#include <type_traits>
+
+#include "core/focal_math.h"
+
+namespace lse::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+template <typename T>
+__device__ __forceinline__ auto load(const T* p) {
+  if constexpr (std::is_same_v<T, double>) {
+    return *p;
+  } else {
+    return to_float(*p);
+  }
+}
+
+template <typename T, typename A>
+__device__ __forceinline__ T store_as(A v) {
+  if constexpr (std::is_same_v<T, double>) {
+    return v;
+  } else {
+    return from_float<T>(v);
+  }
+}
+
+template <typename V>
+__device__ __forceinline__ V block_sum(V v, V* shared /* [kThreads / 32] */) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(kFullMask, v, offset);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  V total = V(0);
+  if (threadIdx.x == 0) {
+    for (int w = 0; w < kThreads / 32; ++w) total += shared[w];
+  }
+  return total;  // valid in thread 0
+}
+
+template <typename Tgt>
+__global__ void __launch_bounds__(kThreads)
+    count_targets_kernel(const Tgt* __restrict__ target, int64_t pixels, int64_t ignore_index,
+                         int64_t num_classes, unsigned long long* valid,
+                         unsigned long long* first_bad) {
+  __shared__ unsigned long long partial[kThreads / 32];
+  unsigned long long count = 0;
+  const int64_t stride = int64_t{gridDim.x} * kThreads;
+  for (int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x; i < pixels; i += stride) {
+    const int64_t t = static_cast<int64_t>(target[i]);
+    const bool in_range = t >= 0 && t < num_classes;
+    if (in_range && t != ignore_index) ++count;
+    if (!in_range && t != ignore_index) atomicMin(first_bad, static_cast<unsigned long long>(i));
+  }
+  const unsigned long long total = block_sum(count, partial);
+  if (threadIdx.x == 0 && total != 0) atomicAdd(valid, total);
+}
+
+template <typename T, typename Tgt>
+__global__ void __launch_bounds__(kThreads)
+    focal_ce_kernel(const T* __restrict__ logits, PixelGeometry g, const Tgt* __restrict__ target,
+                    double gamma_d, double beta_d, int64_t ignore_index, bool mean,
+                    const unsigned long long* __restrict__ valid, void* loss_per_pixel,
+                    T* __restrict__ grad, double* loss_sum) {
+  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  __shared__ double partial[kThreads / 32];
+  const A gamma = static_cast<A>(gamma_d), beta = static_cast<A>(beta_d);
+  const int64_t pixels = g.rows * g.cols;
+  const int64_t gp = int64_t{blockIdx.x} * kThreads + threadIdx.x;  // flat pixel over the batch
+  const int num_classes = static_cast<int>(g.c);
+
+  double my_loss = 0.0;
+  if (gp < g.n * pixels) {
+    const int64_t n = gp / pixels;
+    const int64_t q = gp - n * pixels;
+    int64_t offset;
+    if (g.rows == 1) {
+      offset = q * g.stride_col;
+    } else {
+      const int64_t row = q / g.cols;
+      offset = row * g.stride_row + (q - row * g.cols) * g.stride_col;
+    }
+    const T* x = logits + n * g.stride_n + offset;
+    const int32_t cls = focal_class(target[gp], ignore_index, g.c);
+
+    A m = load(x), xt = m;
+#pragma unroll 4
+    for (int c = 1; c < num_classes; ++c) {
+      const A v = load(x + c * g.stride_c);
+      m = v > m ? v : m;
+      xt = c == cls ? v : xt;
+    }
+    A s = A(0);
+#pragma unroll 4
+    for (int c = 0; c < num_classes; ++c) s += exp_nonpos_t(load(x + c * g.stride_c) - m);
+    const A log_pt = xt - m - log_ge1_t(s);
+    const FocalTerms<A> f = focal_terms<A>(log_pt < A(0) ? log_pt : A(0), gamma, beta);
+    const bool is_valid = cls >= 0;
+    const A loss = is_valid ? f.loss : A(0);
+    my_loss = static_cast<double>(loss);
+    if (loss_per_pixel != nullptr) static_cast<A*>(loss_per_pixel)[gp] = loss;
+    if (grad != nullptr) {
+      const unsigned long long count = *valid;
+      const A scale = mean ? (count > 0 ? A(1) / static_cast<A>(count) : A(0)) : A(1);
+      const A coef = is_valid ? f.dloss_dL * scale : A(0);
+      const A inv_s = A(1) / s;
+      T* g_out = grad + n * g.c * pixels + q;
+#pragma unroll 4
+      for (int c = 0; c < num_classes; ++c) {
+        const A p = exp_nonpos_t(load(x + c * g.stride_c) - m) * inv_s;
+        const A delta = c == cls ? A(1) : A(0);
+        g_out[int64_t{c} * pixels] = store_as<T>(coef * (delta - p));
+      }
+    }
+  }
+  const double total = block_sum(my_loss, partial);
+  if (threadIdx.x == 0 && total != 0.0) atomicAdd(loss_sum, total);
+}
+
+template <typename Tgt>
+cudaError_t count_launch(const Tgt* target, int64_t pixels, int64_t ignore_index,
+                         int64_t num_classes, unsigned long long* valid,
+                         unsigned long long* first_bad, cudaStream_t stream) {
+  const int64_t blocks64 = (pixels + kThreads - 1) / kThreads;
+  const unsigned blocks = static_cast<unsigned>(blocks64 < 4096 ? blocks64 : 4096);
+  count_targets_kernel<Tgt><<<blocks, kThreads, 0, stream>>>(target, pixels, ignore_index,
+                                                              num_classes, valid, first_bad);
+  return cudaGetLastError();
+}
+
+template <typename T, typename Tgt>
+cudaError_t loss_launch(const FocalCudaArgs& a, cudaStream_t stream) {
+  const int64_t blocks = (a.geometry.n * a.geometry.rows * a.geometry.cols + kThreads - 1) / kThreads;
+  if (blocks > INT32_MAX) return cudaErrorInvalidConfiguration;
+  focal_ce_kernel<T, Tgt><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+      static_cast<const T*>(a.logits), a.geometry, static_cast<const Tgt*>(a.target), a.gamma,
+      a.beta, a.ignore_index, a.mean, a.valid, a.loss_per_pixel, static_cast<T*>(a.grad),
+      a.loss_sum);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t loss_launch_target(const FocalCudaArgs& a, cudaStream_t stream) {
+  return a.target_kind == TargetKind::UInt8 ? loss_launch<T, uint8_t>(a, stream)
+                                            : loss_launch<T, int64_t>(a, stream);
+}
+
+}  // namespace
+
+cudaError_t focal_ce_count_targets_launch(const void* target, TargetKind kind, int64_t pixels,
+                                          int64_t ignore_index, int64_t num_classes,
+                                          unsigned long long* valid,
+                                          unsigned long long* first_bad, cudaStream_t stream) {
+  if (pixels <= 0) return cudaErrorInvalidValue;
+  cudaError_t err = cudaMemsetAsync(valid, 0, sizeof(unsigned long long), stream);
+  if (err == cudaSuccess) err = cudaMemsetAsync(first_bad, 0xff, sizeof(unsigned long long), stream);
+  if (err != cudaSuccess) return err;
+  return kind == TargetKind::UInt8
+             ? count_launch(static_cast<const uint8_t*>(target), pixels, ignore_index, num_classes,
+                            valid, first_bad, stream)
+             : count_launch(static_cast<const int64_t*>(target), pixels, ignore_index,
+                            num_classes, valid, first_bad, stream);
+}
+
+cudaError_t focal_ce_cuda_launch(const FocalCudaArgs& args, cudaStream_t stream) {
+  const PixelGeometry& g = args.geometry;
+  if (g.c < 1 || g.c > INT32_MAX || g.n * g.rows * g.cols <= 0) return cudaErrorInvalidValue;
+  const cudaError_t err = cudaMemsetAsync(args.loss_sum, 0, sizeof(double), stream);
+  if (err != cudaSuccess) return err;
+  switch (args.kind) {
+    case FloatKind::Float32: return loss_launch_target<float>(args, stream);
+    case FloatKind::Float16: return loss_launch_target<half_t>(args, stream);
+    case FloatKind::BFloat16: return loss_launch_target<bfloat16_t>(args, stream);
+    case FloatKind::Float64: return loss_launch_target<double>(args, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace lse::cuda

@@ -1,0 +1,40 @@
+// Torch-free CUDA launchers of the fused masked focal + cross-entropy loss.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "core/geometry.h"
+#include "core/platform.h"
+
+namespace lse::cuda {
+
+enum class TargetKind : int { UInt8 = 0, Int64 = 1 };
+
+// Counts valid targets into *valid and stores the smallest flat index of a
+// target outside [0, C) that is not ignore_index into *first_bad (both set
+// by the launcher; *first_bad stays UINT64_MAX when there is none).
+cudaError_t focal_ce_count_targets_launch(const void* target, TargetKind kind, int64_t pixels,
+                                          int64_t ignore_index, int64_t num_classes,
+                                          unsigned long long* valid,
+                                          unsigned long long* first_bad, cudaStream_t stream);
+
+struct FocalCudaArgs {
+  const void* logits;  // [N, C, H, W] with the strides in `geometry`
+  FloatKind kind;      // Float64 computes in double
+  PixelGeometry geometry;
+  const void* target;  // contiguous [N, H * W]
+  TargetKind target_kind;
+  double gamma, beta;
+  int64_t ignore_index;
+  bool mean;                         // scale the gradient by 1 / *valid
+  const unsigned long long* valid;   // from focal_ce_count_targets_launch
+  void* loss_per_pixel;              // [N, H * W] float (double for Float64) or nullptr
+  void* grad;                        // contiguous [N, C, H * W] of the logits dtype, or nullptr
+  double* loss_sum;                  // scalar accumulator, zeroed by the launcher
+};
+
+cudaError_t focal_ce_cuda_launch(const FocalCudaArgs& args, cudaStream_t stream);
+
+}  // namespace lse::cuda
