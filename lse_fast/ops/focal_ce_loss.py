@@ -119,13 +119,14 @@ def _backward(ctx, grad_loss, _grad_of_grad):
     if grad_loss is None:
         return None, None, None, None, None, None, None
     if ctx.reduction == 0:
-        return grad * grad_loss.unsqueeze(1).to(grad.dtype), None, None, None, None, None, None
+        # Multiply in the wider dtype and round once.
+        return (grad * grad_loss.unsqueeze(1)).to(grad.dtype), None, None, None, None, None, None
     if _is_exactly_one(grad_loss):
         # loss.backward(): the forward already holds the answer; hand it out
         # without a second logits-sized buffer (autograd clones it before any
         # in-place accumulation, since the graph still references it).
         return grad, None, None, None, None, None, None
-    return grad * grad_loss.to(grad.dtype), None, None, None, None, None, None
+    return grad * grad_loss, None, None, None, None, None, None  # 0-dim: keeps grad's dtype
 
 
 def _is_exactly_one(t):

@@ -11,9 +11,11 @@
 #include <vector>
 
 #include "core/fast_math.h"
+#include "core/focal_math.h"
 #include "core/geometry.h"
 #include "core/platform.h"
 #include "core/score_math.h"
+#include "cpu/focal_ce_cpu.h"
 #include "cpu/score_cpu.h"
 
 namespace {
@@ -92,6 +94,122 @@ void test_half_conversion() {
   EXPECT(bad == 0, "%d of 65536 half values converted wrongly", bad);
   EXPECT(lse::to_float(lse::bfloat16_t{0x3f80}) == 1.0f, "bf16 1.0");
   EXPECT(lse::to_float(lse::bfloat16_t{0xc049}) == -3.140625f, "bf16 -3.140625");
+}
+
+// Round-to-nearest-even of a double to binary16, as bits (reference).
+uint16_t half_round_reference(float f) {
+  if (std::isnan(f)) return static_cast<uint16_t>((std::signbit(f) ? 0x8000 : 0) | 0x7e00);
+  const uint16_t sign = std::signbit(f) ? 0x8000 : 0;
+  const double a = std::fabs(static_cast<double>(f));
+  if (a >= 65520.0) return sign | 0x7c00;
+  if (a < std::ldexp(1.0, -14)) {  // subnormal (may round up to the smallest normal)
+    return sign | static_cast<uint16_t>(std::nearbyint(a / std::ldexp(1.0, -24)));
+  }
+  int e = std::ilogb(a);
+  double m = std::nearbyint(a / std::ldexp(1.0, e - 10));
+  if (m == 2048.0) m = 1024.0, ++e;
+  if (e > 15) return sign | 0x7c00;
+  return sign | static_cast<uint16_t>(((e + 15) << 10) | (static_cast<int>(m) - 1024));
+}
+
+void test_float_to_16bit() {
+  std::mt19937 rng(3);
+  int bad = 0;
+  std::vector<float> values = {0.0f, -0.0f, 1.0f, 65504.0f, 65519.99f, 65520.0f, 1e-8f, 2.98023224e-8f,
+                               5.96046448e-8f, 6.09755516e-5f, 6.10351562e-5f, INFINITY, -INFINITY, NAN};
+  for (int i = 0; i < 2000000; ++i) {
+    const uint32_t bits = static_cast<uint32_t>(rng());
+    const float f = lse::bits_to_float(bits);
+    if (std::fabs(f) < 1e6f || std::isnan(f)) values.push_back(f);
+  }
+  for (float f : values) {
+    const uint16_t got = lse::float_to_half_bits(f), want = half_round_reference(f);
+    const bool ok = std::isnan(f) ? ((got & 0x7c00) == 0x7c00 && (got & 0x3ff) != 0) : got == want;
+    if (!ok && bad++ < 5) std::fprintf(stderr, "half(%.9g) = 0x%04x, want 0x%04x\n", f, got, want);
+    // bf16: round-trip error at most half an ulp of the 8-bit mantissa.
+    const float b = lse::to_float(lse::bfloat16_t{lse::float_to_bf16_bits(f)});
+    if (std::isfinite(f) && std::fabs(f) < 3e38f) {
+      const int e = f == 0.0f ? -126 : std::max(std::ilogb(f), -126);  // subnormals: fixed step
+      const double ulp = std::ldexp(1.0, e - 7);
+      if (std::fabs(static_cast<double>(b) - f) > 0.5 * ulp && bad++ < 5)
+        std::fprintf(stderr, "bf16(%.9g) = %.9g\n", f, b);
+    }
+  }
+  EXPECT(bad == 0, "%d conversions wrong", bad);
+}
+
+void test_focal_terms() {
+  // Loss against the formula in double, dloss/dL against a central difference.
+  double worst_loss = 0, worst_grad = 0;
+  for (double gamma : {0.0, 0.5, 1.0, 2.0, 3.0}) {
+    for (double beta : {0.0, 0.1, 1.0}) {
+      for (double lp = -12.0; lp < 0.0; lp += 0.37) {
+        auto loss = [&](double l) {
+          const double q = 1.0 - std::exp(l);
+          return -l + beta * std::pow(q, gamma) * -l;
+        };
+        const auto fd = lse::focal_terms<double>(lp, gamma, beta);
+        const auto ff = lse::focal_terms<float>(static_cast<float>(lp), static_cast<float>(gamma),
+                                                static_cast<float>(beta));
+        const double h = 1e-6;
+        const double dnum = (loss(lp + h) - loss(lp - h)) / (2 * h);
+        worst_loss = std::max(worst_loss, std::fabs(fd.loss - loss(lp)) / std::max(1.0, loss(lp)));
+        worst_grad = std::max(worst_grad, std::fabs(fd.dloss_dL - dnum));
+        EXPECT(std::fabs(ff.loss - loss(lp)) <= 2e-6 * std::max(1.0, loss(lp)), "float loss g=%g b=%g L=%g", gamma, beta, lp);
+        EXPECT(std::fabs(ff.dloss_dL - fd.dloss_dL) <= 2e-6 * std::max(1.0, std::fabs(fd.dloss_dL)),
+               "float dloss/dL g=%g b=%g L=%g: %g vs %g", gamma, beta, lp, ff.dloss_dL, fd.dloss_dL);
+      }
+      // p_t == 1 exactly: no NaN, zero focal term.
+      const auto one = lse::focal_terms<float>(0.0f, static_cast<float>(gamma), static_cast<float>(beta));
+      EXPECT(one.loss == 0.0f && std::isfinite(one.dloss_dL), "L = 0, gamma %g", gamma);
+    }
+  }
+  EXPECT(worst_loss <= 1e-12, "double loss error %g", worst_loss);
+  EXPECT(worst_grad <= 1e-6, "double dloss/dL vs finite difference %g", worst_grad);
+}
+
+void test_focal_kernel() {
+  // Tiny problem through the CPU kernel vs the per-pixel formula in double.
+  const int64_t n = 2, c = 5, h = 3, w = 301;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  std::vector<float> x(n * c * h * w);
+  for (float& v : x) v = dist(rng);
+  std::vector<int64_t> t(n * h * w);
+  for (auto& v : t) v = (rng() % 7 == 0) ? 255 : static_cast<int64_t>(rng() % c);
+  const int64_t sizes[4] = {n, c, h, w}, strides[4] = {c * h * w, h * w, w, 1};
+  const lse::PixelGeometry g = lse::make_pixel_geometry(sizes, strides);
+  const auto check = lse::cpu::focal_ce_count_targets(t.data(), 0, n * h * w, 255, c);
+  lse::cpu::FocalArgs args;
+  args.grad_scale = 1.0 / check.valid;
+  std::vector<float> loss(n * h * w), grad(x.size());
+  std::vector<double> partial(lse::cpu::focal_ce_tiles_total(g));
+  lse::cpu::focal_ce_cpu_tiles(x.data(), g, t.data(), args, 0, partial.size(), loss.data(), grad.data(), partial.data());
+  double total = 0, worst_grad = 0;
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t p = 0; p < h * w; ++p) {
+      const int64_t tt = t[b * h * w + p];
+      double m = -1e300, s = 0;
+      for (int64_t k = 0; k < c; ++k) m = std::max(m, static_cast<double>(x[(b * c + k) * h * w + p]));
+      for (int64_t k = 0; k < c; ++k) s += std::exp(x[(b * c + k) * h * w + p] - m);
+      if (tt == 255) {
+        EXPECT(loss[b * h * w + p] == 0.0f, "ignored pixel has loss");
+        continue;
+      }
+      const double lp = x[(b * c + tt) * h * w + p] - m - std::log(s);
+      const auto f = lse::focal_terms<double>(lp, 3.0, 0.1);
+      total += f.loss;
+      for (int64_t k = 0; k < c; ++k) {
+        const double pk = std::exp(x[(b * c + k) * h * w + p] - m) / s;
+        const double want = f.dloss_dL * ((k == tt) - pk) / check.valid;
+        worst_grad = std::max(worst_grad, std::fabs(grad[(b * c + k) * h * w + p] - want));
+      }
+    }
+  const double got = lse::cpu::focal_ce_cpu_reduce(partial.data(), partial.size());
+  EXPECT(std::fabs(got - total) <= 1e-5 * total, "loss sum %.9g want %.9g", got, total);
+  EXPECT(worst_grad <= 1e-9, "gradient max abs error %g", worst_grad);
+  t[7] = 9;
+  EXPECT(lse::cpu::focal_ce_count_targets(t.data(), 0, n * h * w, 255, c).first_bad == 7, "bad target found");
 }
 
 struct Truth {
@@ -244,6 +362,8 @@ int main() {
       {"exp_nonpos", test_exp_nonpos},     {"log_ge1", test_log_ge1},
       {"half_conversion", test_half_conversion}, {"score_pixel", test_score_pixel},
       {"geometry", test_geometry},         {"score_cpu_kernel", test_kernel},
+      {"float_to_16bit", test_float_to_16bit}, {"focal_terms", test_focal_terms},
+      {"focal_cpu_kernel", test_focal_kernel},
   };
   for (const auto& [name, fn] : tests) {
     const int before = g_failures;

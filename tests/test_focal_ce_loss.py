@@ -1,0 +1,290 @@
+"""lse_fast.ops.focal_ce_loss against its reference, float64 autograd and
+F.cross_entropy."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lse_fast
+from lse_fast import ops, reference
+from tests.conftest import requires_cuda
+from tests.helpers import DTYPES, LAYOUTS, assert_close, make_layout
+
+SHAPES = [(1, 19, 97, 131), (3, 16, 59, 1025), (2, 1, 7, 9), (2, 2, 33, 17), (4, 5, 3, 300)]
+PARAMS = [(3.0, 0.1), (0.0, 0.5), (1.0, 1.0), (2.5, 0.0), (0.5, 2.0)]
+REDUCTIONS = ["mean", "sum", "none"]
+
+# Loss and gradient of the fused op against float64 truth on the same input
+# values. Half-precision gradients are stored in their dtype, so they carry
+# its rounding (relative 2^-11 for fp16, 2^-8 for bf16).
+# grad_atol is relative to the largest gradient element: float32 computes
+# 1 - p_t with an absolute error of a few ulps of 1 (as PyTorch's own
+# float32 cross-entropy backward does), scaled by the pixel's coefficient.
+TOL = {
+    torch.float32: dict(loss_rtol=2e-6, grad_atol=1e-6, grad_rtol=1e-5),
+    # two roundings to the dtype: the stored gradient, then its scaling
+    torch.float16: dict(loss_rtol=2e-6, grad_atol=1e-6, grad_rtol=2**-10),
+    torch.bfloat16: dict(loss_rtol=2e-6, grad_atol=1e-6, grad_rtol=2**-7),
+}
+
+
+# An fp16 gradient is rounded when stored and again when backward scales it,
+# so below fp16's normal range its error floor is one subnormal step.
+FP16_SUBNORMAL = 2.0**-24
+
+
+def grad_atol(want_grad, rel=1e-6, dtype=torch.float32):
+    floor = FP16_SUBNORMAL if dtype == torch.float16 else 0.0
+    return max(rel * want_grad.abs().max().item(), floor)
+
+
+def make_case(shape, dtype, target_dtype=torch.int64, ignore_share=0.2, ignore_index=255):
+    n, c, h, w = shape
+    x = (torch.randn(shape) * 3).to(dtype)
+    t = torch.randint(0, c, (n, h, w))
+    t[torch.rand(n, h, w) < ignore_share] = ignore_index
+    return x, t.to(target_dtype)
+
+
+def truth(x, t, reduction, **kw):
+    """float64 loss and gradient of the reference (autograd)."""
+    x64 = x.double().requires_grad_()
+    loss = reference.focal_ce_loss(x64, t, reduction=reduction, **kw)
+    weight = torch.linspace(0.5, 1.5, loss.numel(), dtype=torch.float64).reshape(loss.shape)
+    (grad,) = torch.autograd.grad((loss * weight).sum(), x64)
+    return loss.detach(), grad, weight
+
+
+def fused(x, t, reduction, weight, **kw):
+    xg = x.detach().requires_grad_()
+    loss = ops.focal_ce_loss(xg, t, reduction=reduction, **kw)
+    (grad,) = torch.autograd.grad((loss * weight.to(loss.dtype).to(loss.device)).sum(), xg)
+    return loss.detach(), grad
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_matches_float64(shape, dtype, reduction):
+    x, t = make_case(shape, dtype)
+    want_loss, want_grad, weight = truth(x, t, reduction)
+    loss, grad = fused(x, t, reduction, weight)
+    tol = TOL[dtype]
+    assert loss.dtype == torch.float32 and grad.dtype == dtype and grad.shape == x.shape
+    assert_close(loss, want_loss, atol=1e-6, rtol=tol["loss_rtol"], name="loss")
+    assert_close(grad, want_grad, atol=grad_atol(want_grad, tol["grad_atol"], dtype), rtol=tol["grad_rtol"], name="grad")
+
+
+@pytest.mark.parametrize("gamma,beta", PARAMS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("target_dtype", [torch.int64, torch.uint8], ids=str)
+def test_params_layouts_targets(gamma, beta, layout, target_dtype):
+    x, t = make_case((2, 7, 13, 37), torch.float32, target_dtype)
+    want_loss, want_grad, weight = truth(x, t, "mean", gamma=gamma, beta=beta)
+    loss, grad = fused(make_layout(x, layout), t, "mean", weight, gamma=gamma, beta=beta)
+    assert_close(loss, want_loss, rtol=2e-6, name="loss")
+    assert_close(grad, want_grad, atol=grad_atol(want_grad), rtol=1e-5, name="grad")
+
+
+def test_matches_reference_float32():
+    x, t = make_case((2, 19, 41, 67), torch.float32)
+    for reduction in REDUCTIONS:
+        a = x.clone().requires_grad_()
+        b = x.clone().requires_grad_()
+        la = ops.focal_ce_loss(a, t, reduction=reduction)
+        lb = reference.focal_ce_loss(b, t, reduction=reduction)
+        la.sum().backward()
+        lb.sum().backward()
+        assert_close(la, lb, atol=1e-5, rtol=1e-5, name=f"loss {reduction}")
+        assert_close(a.grad, b.grad, atol=grad_atol(b.grad, 2e-6), rtol=1e-4, name=f"grad {reduction}")
+
+
+@pytest.mark.parametrize("ignore_index", [255, -100, 3])
+def test_beta_zero_is_cross_entropy(ignore_index):
+    x, t = make_case((2, 5, 17, 23), torch.float32, ignore_index=ignore_index)
+    a = x.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    loss = ops.focal_ce_loss(a, t, beta=0.0, ignore_index=ignore_index)
+    want = F.cross_entropy(b, t, ignore_index=ignore_index)
+    loss.backward()
+    want.backward()
+    assert_close(loss, want, rtol=1e-6, name="loss")
+    assert_close(a.grad, b.grad, atol=1e-9, rtol=1e-5, name="grad")
+
+
+def test_gamma_zero_is_scaled_cross_entropy():
+    x, t = make_case((2, 5, 17, 23), torch.float32)
+    beta = 0.3
+    loss = ops.focal_ce_loss(x, t, gamma=0.0, beta=beta)
+    assert_close(loss, (1 + beta) * F.cross_entropy(x, t, ignore_index=255), rtol=1e-6, name="loss")
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_all_ignored_gives_exact_zero(reduction):
+    x = torch.randn(2, 4, 5, 6, requires_grad=True)
+    t = torch.full((2, 5, 6), 255, dtype=torch.uint8)
+    loss = ops.focal_ce_loss(x, t, reduction=reduction)
+    assert torch.all(loss == 0) and not torch.isnan(loss).any()
+    loss.sum().backward()
+    assert torch.all(x.grad == 0)
+
+
+def test_none_is_zero_at_ignored_pixels():
+    x, t = make_case((2, 6, 9, 11), torch.float32)
+    loss = ops.focal_ce_loss(x, t, reduction="none")
+    assert loss.shape == t.shape
+    assert torch.all(loss[t == 255] == 0) and torch.all(loss[t != 255] > 0)
+
+
+def test_extreme_logits_stay_finite():
+    x = torch.tensor([-1e4, 1e4, 0.0])[torch.randint(0, 3, (2, 6, 8, 9))]
+    t = torch.randint(0, 6, (2, 8, 9))
+    want_loss, want_grad, weight = truth(x, t, "mean")
+    loss, grad = fused(x, t, "mean", weight)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    assert_close(loss, want_loss, rtol=1e-5, name="loss")
+    assert_close(grad, want_grad, atol=grad_atol(want_grad), rtol=1e-4, name="grad")
+
+
+def test_gradcheck_float64():
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 4, (2, 5, 6))
+    t[0, 0] = 255
+    for reduction in REDUCTIONS:
+        fn = lambda z: ops.focal_ce_loss(z, t, gamma=2.0, beta=0.5, reduction=reduction)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x,))
+
+
+def test_backward_scales_by_incoming_gradient():
+    x, t = make_case((1, 5, 7, 8), torch.float32)
+    a = x.clone().requires_grad_()
+    (ops.focal_ce_loss(a, t) * 3.5).backward()
+    b = x.clone().requires_grad_()
+    (reference.focal_ce_loss(b, t) * 3.5).backward()
+    assert_close(a.grad, b.grad, atol=grad_atol(b.grad, 2e-6), rtol=1e-5, name="grad")
+
+
+def test_no_gradient_work_without_requires_grad():
+    x, t = make_case((1, 5, 7, 8), torch.float32)
+    loss = ops.focal_ce_loss(x, t)
+    assert not loss.requires_grad
+    with torch.no_grad():
+        assert not ops.focal_ce_loss(x.requires_grad_(), t).requires_grad
+
+
+def test_independent_of_thread_count():
+    x, t = make_case((2, 19, 61, 517), torch.float32)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.focal_ce_loss(x, t, reduction="sum")
+        torch.set_num_threads(max(2, threads))
+        many = ops.focal_ce_loss(x, t, reduction="sum")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+
+
+def test_module_form():
+    x, t = make_case((2, 5, 9, 10), torch.float32)
+    crit = lse_fast.FocalCELoss(gamma=2.0, beta=0.2, ignore_index=255)
+    assert "gamma=2.0" in repr(crit)
+    assert_close(crit(x, t), ops.focal_ce_loss(x, t, gamma=2.0, beta=0.2), rtol=0, name="module")
+    with pytest.raises(ValueError, match="`gamma` must be >= 0"):
+        lse_fast.FocalCELoss(gamma=-1.0)
+    with pytest.raises(ValueError, match="`reduction` must be one of"):
+        lse_fast.FocalCELoss(reduction="avg")
+
+
+@pytest.mark.parametrize("reduction,target_dtype", [(1, torch.int64), (0, torch.uint8), (2, torch.int64)])
+def test_opcheck(reduction, target_dtype):
+    x, t = make_case((2, 5, 7, 9), torch.float32, target_dtype)
+    torch.library.opcheck(torch.ops.lse_fast.focal_ce_loss.default, (x, t, 3.0, 0.1, 255, reduction, False))
+    xg = x.clone().requires_grad_()
+    torch.library.opcheck(torch.ops.lse_fast.focal_ce_loss.default, (xg, t, 3.0, 0.1, 255, reduction, True))
+
+
+def test_torch_compile_training_step():
+    x, t = make_case((2, 7, 21, 33), torch.float32)
+
+    def step(logits):
+        return ops.focal_ce_loss(logits, t)
+
+    a = x.clone().requires_grad_()
+    torch.compile(step, fullgraph=True)(a).backward()
+    b = x.clone().requires_grad_()
+    step(b).backward()
+    assert_close(a.grad, b.grad, atol=1e-9, rtol=1e-6, name="compiled grad")
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: (torch.randn(5, 7, 9), torch.zeros(5, 7, dtype=torch.long)), r"`logits` must have 4 dimensions"),
+        (lambda: (torch.randn(1, 5, 7, 9), torch.zeros(1, 7, dtype=torch.long)), r"`target` must have 3 dimensions"),
+        (lambda: (torch.randn(1, 5, 7, 9), torch.zeros(1, 7, 8, dtype=torch.long)), r"`target` must have shape \[N, H, W\] = \[1, 7, 9\]"),
+        (lambda: (torch.randn(1, 5, 7, 9), torch.zeros(1, 7, 9, dtype=torch.int32)), r"`target` must be int64 or uint8, got torch.int32"),
+        (lambda: (torch.randint(0, 3, (1, 5, 7, 9)), torch.zeros(1, 7, 9, dtype=torch.long)), r"`logits` must be float32, float16, bfloat16 or float64"),
+        (lambda: (torch.randn(1, 0, 7, 9), torch.zeros(1, 7, 9, dtype=torch.long)), r"at least one class"),
+    ],
+    ids=["logits-rank", "target-rank", "target-shape", "target-dtype", "logits-dtype", "no-classes"],
+)
+def test_bad_input(make, match):
+    x, t = make()
+    with pytest.raises(RuntimeError, match=match):
+        ops.focal_ce_loss(x, t)
+
+
+def test_bad_arguments():
+    x, t = make_case((1, 5, 7, 9), torch.float32)
+    with pytest.raises(RuntimeError, match="`gamma` must be >= 0, got -1.0"):
+        ops.focal_ce_loss(x, t, gamma=-1.0)
+    with pytest.raises(RuntimeError, match="`reduction` must be one of"):
+        ops.focal_ce_loss(x, t, reduction="avg")
+    with pytest.raises(RuntimeError, match="`gamma` must be >= 0"):  # the C++ op checks too
+        torch.ops.lse_fast.focal_ce_loss.default(x, t, -1.0, 0.1, 255, 1, False)
+
+
+@pytest.mark.parametrize("bad", [5, 7, -1])
+def test_out_of_range_target_names_value(bad):
+    x, t = make_case((1, 5, 7, 9), torch.float32)
+    t[0, 3, 4] = bad
+    with pytest.raises(RuntimeError, match=rf"`target` value {bad} at flat index 31 is outside \[0, 5\)"):
+        ops.focal_ce_loss(x, t)
+    with pytest.raises(RuntimeError, match=rf"`target` value {bad} is outside \[0, 5\)"):
+        reference.focal_ce_loss(x, t)
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 7, 9), (2, 5, 0, 9)])
+def test_empty(shape):
+    x = torch.randn(shape, requires_grad=True)
+    t = torch.zeros(shape[0], shape[2], shape[3], dtype=torch.long)
+    loss = ops.focal_ce_loss(x, t)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert x.grad.shape == x.shape
+
+
+@requires_cuda
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+def test_cuda_matches_float64(shape, dtype, reduction, layout):
+    x, t = make_case(shape, dtype, torch.uint8)
+    want_loss, want_grad, weight = truth(x, t, reduction)
+    loss, grad = fused(make_layout(x.cuda(), layout), t.cuda(), reduction, weight)
+    tol = TOL[dtype]
+    assert_close(loss, want_loss, atol=1e-6, rtol=max(tol["loss_rtol"], 1e-5), name="loss")
+    assert_close(grad, want_grad, atol=grad_atol(want_grad, tol["grad_atol"], dtype), rtol=tol["grad_rtol"], name="grad")
+
+
+@requires_cuda
+def test_cuda_bad_target_and_gradcheck():
+    x, t = make_case((1, 5, 7, 9), torch.float32)
+    t[0, 1, 1] = 9
+    with pytest.raises(RuntimeError, match=r"`target` value 9 at flat index 10"):
+        ops.focal_ce_loss(x.cuda(), t.cuda())
+    x64 = torch.randn(2, 4, 5, 6, dtype=torch.float64, device="cuda", requires_grad=True)
+    t64 = torch.randint(0, 4, (2, 5, 6), device="cuda")
+    assert torch.autograd.gradcheck(lambda z: ops.focal_ce_loss(z, t64), (x64,))
