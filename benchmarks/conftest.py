@@ -51,3 +51,18 @@ def finish(benchmark, device, nbytes):
     benchmark.extra_info["GB/s"] = round(nbytes / stats.median / 1e9, 2)
     if device == "cuda":
         benchmark.extra_info["peak_MiB"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+_compiled = {}
+
+
+def provider_fn(provider, fused, reference):
+    """The callable timed for `provider`: the fused op, its eager reference,
+    or torch.compile of the reference (compiled once per reference)."""
+    if provider == "fused":
+        return fused
+    if provider == "eager":
+        return reference
+    if reference not in _compiled:
+        _compiled[reference] = torch.compile(reference)
+    return _compiled[reference]

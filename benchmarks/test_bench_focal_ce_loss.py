@@ -7,22 +7,15 @@ torch.compile of the reference, at the paper's shape. Reports time, GB/s
 import pytest
 import torch
 
-from benchmarks.conftest import finish, record, sync
+from benchmarks.conftest import finish, provider_fn, record, sync
 from benchmarks.memory import peak_extra_mib
 from lse_fast import ops, reference
 
 SHAPES = {"paper": (2, 19, 512, 1024), "small": (1, 19, 64, 128)}
-_compiled = {}
 
 
-def provider_fn(provider):
-    if provider == "fused":
-        return ops.focal_ce_loss
-    if provider == "eager":
-        return reference.focal_ce_loss
-    if "compile" not in _compiled:
-        _compiled["compile"] = torch.compile(reference.focal_ce_loss)
-    return _compiled["compile"]
+def select(provider):
+    return provider_fn(provider, ops.focal_ce_loss, reference.focal_ce_loss)
 
 
 def make_inputs(dims, dtype, device):
@@ -42,7 +35,7 @@ def test_focal_ce_loss_fwd_bwd(benchmark, device, shape, dtype, provider):
     if dtype == torch.bfloat16 and shape == "small":
         pytest.skip("bf16 measured at paper shape only")
     logits, target = make_inputs(dims, dtype, device)
-    fn = provider_fn(provider)
+    fn = select(provider)
 
     def step():
         (grad,) = torch.autograd.grad(fn(logits, target), logits)
@@ -62,9 +55,9 @@ def test_focal_ce_loss_fwd_bwd(benchmark, device, shape, dtype, provider):
     finish(benchmark, device, nbytes)
     if device == "cpu" and shape == "paper":
         setup = (
-            "from benchmarks.test_bench_focal_ce_loss import make_inputs, provider_fn\n"
+            "from benchmarks.test_bench_focal_ce_loss import make_inputs, select\n"
             f"logits, target = make_inputs({dims}, torch.{str(dtype).split('.')[-1]}, 'cpu')\n"
-            f"fn = provider_fn({provider!r})"
+            f"fn = select({provider!r})"
         )
         peak = peak_extra_mib(setup, "g = torch.autograd.grad(fn(logits, target), logits)[0]; del g")
         benchmark.extra_info["peak_extra_MiB"] = round(peak, 1)

@@ -7,21 +7,14 @@ Throughput is GB/s of logits read (the op's compulsory traffic). Run with
 import pytest
 import torch
 
-from benchmarks.conftest import finish, record, sync
+from benchmarks.conftest import finish, provider_fn, record, sync
 from lse_fast import ops, reference
 
 SHAPES = {"paper": (2, 19, 512, 1024), "small": (1, 19, 64, 128)}
-_compiled = {}
 
 
-def provider_fn(provider):
-    if provider == "fused":
-        return ops.score
-    if provider == "eager":
-        return reference.score
-    if "compile" not in _compiled:
-        _compiled["compile"] = torch.compile(reference.score)
-    return _compiled["compile"]
+def select(provider):
+    return provider_fn(provider, ops.score, reference.score)
 
 
 @pytest.mark.parametrize("provider", ["fused", "eager", "compile"])
@@ -32,7 +25,7 @@ def test_score(benchmark, device, shape, dtype, provider):
     if dtype == torch.bfloat16 and shape == "small":
         pytest.skip("bf16 measured at paper shape only")
     logits = (torch.randn(dims, device=device) * 3).to(dtype)
-    fn = provider_fn(provider)
+    fn = select(provider)
     # Every provider must agree with the fused op before it is timed.
     got, fused = fn(logits), ops.score(logits)
     assert torch.equal(got.class_pixels, fused.class_pixels)

@@ -6,13 +6,23 @@
 
 #include <cstdint>
 
+#include "core/platform.h"
+
 namespace lse {
 
 struct PixelGeometry {
   int64_t n = 0, c = 0, rows = 0, cols = 0;
   int64_t stride_n = 0, stride_c = 0, stride_row = 0, stride_col = 0;
 
-  int64_t pixels() const { return rows * cols; }
+  LSE_HD int64_t pixels() const { return rows * cols; }
+
+  // Element offset, within one image, of the first class of pixel q
+  // (q in [0, pixels()), row-major over rows x cols).
+  LSE_HD int64_t pixel_offset(int64_t q) const {
+    if (rows == 1) return q * stride_col;
+    const int64_t row = q / cols;
+    return row * stride_row + (q - row * cols) * stride_col;
+  }
 };
 
 // Builds the geometry of an [N, C, H, W] view from its sizes and strides,

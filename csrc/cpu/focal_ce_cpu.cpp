@@ -4,13 +4,8 @@
 #include <vector>
 
 #include "core/focal_math.h"
+#include "cpu/isa.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define LSE_X86_DISPATCH 1
-#define LSE_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define LSE_X86_DISPATCH 0
-#endif
 
 namespace lse::cpu {
 namespace {
@@ -95,10 +90,6 @@ double focal_tile_generic(const TileIO<A>& io, T* grad_out, int64_t grad_stride)
 template <typename A, typename T>
 LSE_TARGET_AVX2 double focal_tile_avx2(const TileIO<A>& io, T* grad_out, int64_t grad_stride) {
   return focal_tile_body<A, T>(io, grad_out, grad_stride);
-}
-bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
 }
 #endif
 

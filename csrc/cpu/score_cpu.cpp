@@ -5,16 +5,11 @@
 #include <vector>
 
 #include "core/score_math.h"
+#include "cpu/isa.h"
 
 // The hot loops are compiled twice, for AVX2+FMA and for the baseline ISA,
-// and the CPU's features pick one at run time, so a portable build still
-// runs 8-wide where the CPU allows it.
-#if defined(__x86_64__) && defined(__GNUC__)
-#define LSE_X86_DISPATCH 1
-#define LSE_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define LSE_X86_DISPATCH 0
-#endif
+// and the CPU's features pick one at run time (cpu/isa.h), so a portable
+// build still runs 8-wide where the CPU allows it.
 
 namespace lse::cpu {
 namespace {
@@ -110,11 +105,6 @@ template <typename T>
 LSE_TARGET_AVX2 void gather_planes_avx2(const T* src, int64_t stride_c, int64_t stride_p,
                                         int64_t num_classes, int64_t len, float* dst) {
   gather_planes_body(src, stride_c, stride_p, num_classes, len, dst);
-}
-
-bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
 }
 #endif
 

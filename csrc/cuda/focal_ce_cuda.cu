@@ -82,14 +82,7 @@ __global__ void __launch_bounds__(kThreads)
   if (gp < g.n * pixels) {
     const int64_t n = gp / pixels;
     const int64_t q = gp - n * pixels;
-    int64_t offset;
-    if (g.rows == 1) {
-      offset = q * g.stride_col;
-    } else {
-      const int64_t row = q / g.cols;
-      offset = row * g.stride_row + (q - row * g.cols) * g.stride_col;
-    }
-    const T* x = logits + n * g.stride_n + offset;
+    const T* x = logits + n * g.stride_n + g.pixel_offset(q);
     const int32_t cls = focal_class(target[gp], ignore_index, g.c);
 
     A m = load(x), xt = m;

@@ -63,14 +63,7 @@ __global__ void __launch_bounds__(kThreads)
     int cls = -1;
     float conf = 0.0f, ent = 0.0f;
     if (q < pixels) {
-      int64_t offset;
-      if (g.rows == 1) {
-        offset = q * g.stride_col;
-      } else {
-        const int64_t row = q / g.cols;
-        offset = row * g.stride_row + (q - row * g.cols) * g.stride_col;
-      }
-      const T* x = image + offset;
+      const T* x = image + g.pixel_offset(q);
       ScoreAcc acc = score_init(load(x));
 #pragma unroll 4
       for (int c = 1; c < num_classes; ++c) score_update(acc, load(x + c * g.stride_c), c);

@@ -5,8 +5,6 @@
 
 #include <tuple>
 
-#include "core/geometry.h"
-#include "core/platform.h"
 #include "torch/checks.h"
 
 namespace lse::torch_ops {
@@ -29,21 +27,6 @@ inline ScoreTuple allocate_score_outputs(const at::Tensor& logits) {
   const auto i64 = logits.options().dtype(at::kLong);
   return {at::empty({n, h, w}, f32), at::empty({n, h, w}, i64), at::empty({n, h, w}, f32),
           at::zeros({n, c}, i64),    at::zeros({n, c}, f32),    at::zeros({n, c}, f32)};
-}
-
-inline PixelGeometry score_geometry(const at::Tensor& logits) {
-  const int64_t sizes[4] = {logits.size(0), logits.size(1), logits.size(2), logits.size(3)};
-  const int64_t strides[4] = {logits.stride(0), logits.stride(1), logits.stride(2), logits.stride(3)};
-  return make_pixel_geometry(sizes, strides);
-}
-
-inline FloatKind float_kind(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return FloatKind::Float32;
-    case at::kHalf: return FloatKind::Float16;
-    case at::kBFloat16: return FloatKind::BFloat16;
-    default: TORCH_CHECK(false, "lse_fast: unsupported dtype ", t);
-  }
 }
 
 }  // namespace lse::torch_ops

@@ -8,7 +8,7 @@
 #include "cpu/focal_ce_cpu.h"
 #include "torch/focal_ce_common.h"
 #include "torch/memory.h"
-#include "torch/score_common.h"
+#include "torch/tensor_utils.h"
 
 namespace lse::torch_ops {
 namespace {
@@ -42,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel_impl(const at::Tensor& lo
                                                             int64_t ignore_index,
                                                             Reduction reduction,
                                                             bool compute_grad) {
-  const PixelGeometry g = score_geometry(logits);
+  const PixelGeometry g = pixel_geometry(logits);
   const Tgt* tgt = target.const_data_ptr<Tgt>();
   const int64_t pixels = target.numel();
   const cpu::TargetCheck check = count_targets(tgt, pixels, ignore_index, g.c);

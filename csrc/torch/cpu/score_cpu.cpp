@@ -5,6 +5,7 @@
 
 #include "cpu/score_cpu.h"
 #include "torch/score_common.h"
+#include "torch/tensor_utils.h"
 
 namespace lse::torch_ops {
 namespace {
@@ -36,7 +37,7 @@ ScoreTuple score_cpu_kernel(const at::Tensor& logits) {
   auto& [confidence, label, entropy, class_pixels, class_confidence, class_entropy] = result;
   if (logits.numel() == 0) return result;
 
-  const PixelGeometry g = score_geometry(logits);
+  const PixelGeometry g = pixel_geometry(logits);
   const cpu::ScoreOutputs out{confidence.data_ptr<float>(), label.data_ptr<int64_t>(),
                               entropy.data_ptr<float>()};
   switch (float_kind(logits.scalar_type())) {

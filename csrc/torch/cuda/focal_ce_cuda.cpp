@@ -9,7 +9,7 @@
 
 #include "cuda/focal_ce_cuda.h"
 #include "torch/focal_ce_common.h"
-#include "torch/score_common.h"
+#include "torch/tensor_utils.h"
 
 namespace lse::torch_ops {
 namespace {
@@ -46,8 +46,8 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cuda_kernel(const at::Tensor& logits
   at::Tensor loss_sum = at::empty({}, logits.options().dtype(at::kDouble));
   lse::cuda::FocalCudaArgs args{};
   args.logits = logits.const_data_ptr();
-  args.kind = is_double ? FloatKind::Float64 : float_kind(logits.scalar_type());
-  args.geometry = score_geometry(logits);
+  args.kind = float_kind(logits.scalar_type());
+  args.geometry = pixel_geometry(logits);
   args.target = target.const_data_ptr();
   args.target_kind = target_kind;
   args.gamma = gamma, args.beta = beta, args.ignore_index = ignore_index;

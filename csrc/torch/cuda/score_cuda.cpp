@@ -7,6 +7,7 @@
 
 #include "cuda/score_cuda.h"
 #include "torch/score_common.h"
+#include "torch/tensor_utils.h"
 
 namespace lse::torch_ops {
 namespace {
@@ -28,7 +29,7 @@ ScoreTuple score_cuda_kernel(const at::Tensor& logits) {
   lse::cuda::ScoreCudaArgs args{};
   args.logits = logits.const_data_ptr();
   args.kind = float_kind(logits.scalar_type());
-  args.geometry = score_geometry(logits);
+  args.geometry = pixel_geometry(logits);
   args.confidence = confidence.data_ptr<float>();
   args.label = label.data_ptr<int64_t>();
   args.entropy = entropy.data_ptr<float>();
