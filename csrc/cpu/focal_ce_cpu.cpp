@@ -18,7 +18,7 @@ struct TileIO {
   int64_t num_classes;
   int64_t len;
   A gamma, beta, grad_scale;
-  A* exps;              // scratch [C][kFocalTile]
+  A* exps;              // scratch [C][kTile]
   A* loss;              // per-pixel loss out (ignored pixels 0)
 };
 
@@ -26,10 +26,10 @@ struct TileIO {
 // grad_scale into grad_out[c * grad_stride + p] (already converted to T).
 template <typename A, typename T>
 LSE_HD double focal_tile_body(const TileIO<A>& io, T* grad_out, int64_t grad_stride) {
-  alignas(64) A m[kFocalTile];
-  alignas(64) A s[kFocalTile];
-  alignas(64) A xt[kFocalTile];
-  alignas(64) A coef[kFocalTile];
+  alignas(64) A m[kTile];
+  alignas(64) A s[kTile];
+  alignas(64) A xt[kTile];
+  alignas(64) A coef[kTile];
   const int64_t len = io.len;
 
   for (int64_t p = 0; p < len; ++p) m[p] = io.planes[p], xt[p] = io.planes[p];
@@ -44,7 +44,7 @@ LSE_HD double focal_tile_body(const TileIO<A>& io, T* grad_out, int64_t grad_str
   for (int64_t p = 0; p < len; ++p) s[p] = A(0);
   for (int64_t c = 0; c < io.num_classes; ++c) {
     const A* x = io.planes + c * io.plane_stride;
-    A* e = io.exps + c * kFocalTile;
+    A* e = io.exps + c * kTile;
     for (int64_t p = 0; p < len; ++p) {
       e[p] = exp_nonpos_t(x[p] - m[p]);
       s[p] += e[p];
@@ -64,7 +64,7 @@ LSE_HD double focal_tile_body(const TileIO<A>& io, T* grad_out, int64_t grad_str
   for (int64_t p = 0; p < len; ++p) total += static_cast<double>(io.loss[p]);
   if (grad_out != nullptr) {
     for (int64_t c = 0; c < io.num_classes; ++c) {
-      const A* e = io.exps + c * kFocalTile;
+      const A* e = io.exps + c * kTile;
       T* g = grad_out + c * grad_stride;
       const int32_t ci = static_cast<int32_t>(c);
       for (int64_t p = 0; p < len; ++p) {
@@ -116,23 +116,18 @@ TargetCheck focal_ce_count_targets(const Tgt* target, int64_t begin, int64_t end
   return r;
 }
 
-int64_t focal_ce_tiles_total(const PixelGeometry& g) {
-  return g.n * g.rows * ((g.cols + kFocalTile - 1) / kFocalTile);
-}
-
 template <typename T, typename Tgt>
 void focal_ce_cpu_tiles(const T* logits, const PixelGeometry& g, const Tgt* target,
                         const FocalArgs& args, int64_t tile_begin, int64_t tile_end,
                         FocalAcc<T>* loss_per_pixel, T* grad, double* partial_loss) {
   using A = FocalAcc<T>;
-  const int64_t per_row = (g.cols + kFocalTile - 1) / kFocalTile;
-  const int64_t per_image = per_row * g.rows;
+  const Tiling tiling = make_tiling(g);
   const int64_t pixels = g.pixels();
   const bool in_place = std::is_same_v<T, A> && g.stride_col == 1;
-  std::vector<A> gathered(in_place ? 0 : static_cast<size_t>(g.c * kFocalTile));
-  std::vector<A> exps(static_cast<size_t>(g.c * kFocalTile));
-  std::vector<A> tile_loss(loss_per_pixel == nullptr ? kFocalTile : 0);
-  int32_t cls[kFocalTile];
+  std::vector<A> gathered(in_place ? 0 : static_cast<size_t>(g.c * kTile));
+  std::vector<A> exps(static_cast<size_t>(g.c * kTile));
+  std::vector<A> tile_loss(loss_per_pixel == nullptr ? kTile : 0);
+  int32_t cls[kTile];
 
   TileIO<A> io;
   io.cls = cls;
@@ -143,36 +138,20 @@ void focal_ce_cpu_tiles(const T* logits, const PixelGeometry& g, const Tgt* targ
   io.exps = exps.data();
 
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-    const int64_t n = tile / per_image;
-    const int64_t in_image = tile - n * per_image;
-    const int64_t row = in_image / per_row;
-    const int64_t col0 = (in_image - row * per_row) * kFocalTile;
-    const int64_t len = g.cols - col0 < kFocalTile ? g.cols - col0 : kFocalTile;
-    const int64_t pix = row * g.cols + col0;  // pixel index within the image
-
-    const T* src = logits + n * g.stride_n + row * g.stride_row + col0 * g.stride_col;
+    const Tile t = tile_at(g, tiling, tile);
+    const T* src = logits + t.input_offset;
     if constexpr (std::is_same_v<T, A>) {
       if (in_place) io.planes = src, io.plane_stride = g.stride_c;
     }
     if (!in_place) {
-      for (int64_t c = 0; c < g.c; ++c) {
-        const T* x = src + c * g.stride_c;
-        A* y = gathered.data() + c * kFocalTile;
-        for (int64_t p = 0; p < len; ++p) {
-          if constexpr (std::is_same_v<T, double>) {
-            y[p] = x[p * g.stride_col];
-          } else {
-            y[p] = to_float(x[p * g.stride_col]);
-          }
-        }
-      }
-      io.planes = gathered.data(), io.plane_stride = kFocalTile;
+      gather_planes(src, g.stride_c, g.stride_col, g.c, t.len, gathered.data());
+      io.planes = gathered.data(), io.plane_stride = kTile;
     }
-    const Tgt* t = target + n * pixels + pix;
-    for (int64_t p = 0; p < len; ++p) cls[p] = focal_class(t[p], args.ignore_index, g.c);
-    io.len = len;
-    io.loss = loss_per_pixel != nullptr ? loss_per_pixel + n * pixels + pix : tile_loss.data();
-    T* grad_tile = grad != nullptr ? grad + n * g.c * pixels + pix : nullptr;
+    const Tgt* tgt = target + t.n * pixels + t.pixel;
+    for (int64_t p = 0; p < t.len; ++p) cls[p] = focal_class(tgt[p], args.ignore_index, g.c);
+    io.len = t.len;
+    io.loss = loss_per_pixel != nullptr ? loss_per_pixel + t.n * pixels + t.pixel : tile_loss.data();
+    T* grad_tile = grad != nullptr ? grad + t.n * g.c * pixels + t.pixel : nullptr;
     partial_loss[tile] = focal_tile<A, T>(io, grad_tile, pixels);
   }
 }

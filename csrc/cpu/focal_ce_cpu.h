@@ -5,7 +5,7 @@
 //   1. focal_ce_count_targets: valid-pixel count (needed for the mean's
 //      gradient scale before any gradient is written) and the first target
 //      outside [0, C) that is not ignore_index.
-//   2. focal_ce_cpu_tiles: per tile of <= kFocalTile pixels along a row, max,
+//   2. focal_ce_cpu_tiles: per tile of cpu/tiles.h, max,
 //      log-sum-exp, loss and (optionally) the gradient, plus one partial loss
 //      sum per tile that focal_ce_cpu_reduce adds in tile order.
 #pragma once
@@ -15,10 +15,9 @@
 
 #include "core/geometry.h"
 #include "core/platform.h"
+#include "cpu/tiles.h"
 
 namespace lse::cpu {
-
-constexpr int64_t kFocalTile = 256;
 
 struct TargetCheck {
   int64_t valid = 0;       // pixels whose target is in [0, C)
@@ -37,8 +36,6 @@ struct FocalArgs {
   double grad_scale = 1.0;  // 1 / valid pixels for "mean", else 1
 };
 
-int64_t focal_ce_tiles_total(const PixelGeometry& g);
-
 // Accumulation (and loss) type: double for double logits, else float.
 template <typename T>
 using FocalAcc = std::conditional_t<std::is_same_v<T, double>, double, float>;
@@ -47,7 +44,7 @@ using FocalAcc = std::conditional_t<std::is_same_v<T, double>, double, float>;
 // Tgt: uint8_t or int64_t, contiguous [N, H * W].
 // loss_per_pixel: [N, H * W] of FocalAcc<T> (0 at ignored pixels) or nullptr.
 // grad: contiguous [N, C, H * W] of T, or nullptr to skip the gradient.
-// partial_loss: [focal_ce_tiles_total(g)] per-tile loss sums.
+// partial_loss: [make_tiling(g).total] per-tile loss sums.
 template <typename T, typename Tgt>
 void focal_ce_cpu_tiles(const T* logits, const PixelGeometry& g, const Tgt* target,
                         const FocalArgs& args, int64_t tile_begin, int64_t tile_end,

@@ -21,10 +21,10 @@ LSE_HD void score_tile_planes_body(const float* planes, int64_t plane_stride, in
                        int64_t len, float inv_log_c, float* conf, int64_t* label,
                        float* ent, int64_t* part_pixels, double* part_conf,
                        double* part_ent) {
-  alignas(64) float m[kScoreTile];
-  alignas(64) float s[kScoreTile];
-  alignas(64) float t[kScoreTile];
-  alignas(64) int32_t a[kScoreTile];
+  alignas(64) float m[kTile];
+  alignas(64) float s[kTile];
+  alignas(64) float t[kTile];
+  alignas(64) int32_t a[kTile];
 
   for (int64_t p = 0; p < len; ++p) {
     const ScoreAcc acc = score_init(planes[p]);
@@ -57,23 +57,6 @@ LSE_HD void score_tile_planes_body(const float* planes, int64_t plane_stride, in
   }
 }
 
-// Copies a tile's logits into float planes [C][kScoreTile] (converting the
-// dtype and gathering strided pixels, e.g. channels_last).
-template <typename T>
-LSE_HD void gather_planes_body(const T* src, int64_t stride_c, int64_t stride_p,
-                                  int64_t num_classes, int64_t len, float* dst) {
-  for (int64_t c = 0; c < num_classes; ++c) {
-    const T* x = src + c * stride_c;
-    float* y = dst + c * kScoreTile;
-    if (stride_p == 1) {
-      for (int64_t p = 0; p < len; ++p) y[p] = to_float(x[p]);
-    } else {
-      for (int64_t p = 0; p < len; ++p) y[p] = to_float(x[p * stride_p]);
-    }
-  }
-}
-
-
 using TilePlanesFn = void (*)(const float*, int64_t, int64_t, int64_t, float, float*, int64_t*,
                               float*, int64_t*, double*, double*);
 
@@ -83,12 +66,6 @@ void score_tile_planes_generic(const float* planes, int64_t plane_stride, int64_
                                double* part_ent) {
   score_tile_planes_body(planes, plane_stride, num_classes, len, inv_log_c, conf, label, ent,
                          part_pixels, part_conf, part_ent);
-}
-
-template <typename T>
-void gather_planes_generic(const T* src, int64_t stride_c, int64_t stride_p, int64_t num_classes,
-                           int64_t len, float* dst) {
-  gather_planes_body(src, stride_c, stride_p, num_classes, len, dst);
 }
 
 #if LSE_X86_DISPATCH
@@ -101,11 +78,6 @@ LSE_TARGET_AVX2 void score_tile_planes_avx2(const float* planes, int64_t plane_s
                          part_pixels, part_conf, part_ent);
 }
 
-template <typename T>
-LSE_TARGET_AVX2 void gather_planes_avx2(const T* src, int64_t stride_c, int64_t stride_p,
-                                        int64_t num_classes, int64_t len, float* dst) {
-  gather_planes_body(src, stride_c, stride_p, num_classes, len, dst);
-}
 #endif
 
 TilePlanesFn select_tile_planes() {
@@ -115,53 +87,31 @@ TilePlanesFn select_tile_planes() {
   return score_tile_planes_generic;
 }
 
-template <typename T>
-void gather_planes(const T* src, int64_t stride_c, int64_t stride_p, int64_t num_classes,
-                   int64_t len, float* dst) {
-#if LSE_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return gather_planes_avx2(src, stride_c, stride_p, num_classes, len, dst);
-#endif
-  gather_planes_generic(src, stride_c, stride_p, num_classes, len, dst);
-}
-
 }  // namespace
-
-ScoreTiling score_tiling(const PixelGeometry& g) {
-  ScoreTiling t;
-  t.per_row = (g.cols + kScoreTile - 1) / kScoreTile;
-  t.per_image = t.per_row * g.rows;
-  t.total = t.per_image * g.n;
-  return t;
-}
 
 template <typename T>
 void score_cpu_tiles(const T* logits, const PixelGeometry& g, int64_t tile_begin,
                      int64_t tile_end, const ScoreOutputs& out, const ScorePartials& partials) {
-  const ScoreTiling tiling = score_tiling(g);
+  const Tiling tiling = make_tiling(g);
   const float inv_log_c = g.c > 1 ? static_cast<float>(1.0 / std::log(static_cast<double>(g.c))) : 0.0f;
   // Float logits with unit pixel stride are read in place; anything else is
   // first gathered into float planes.
   const bool in_place = std::is_same_v<T, float> && g.stride_col == 1;
-  std::vector<float> buffer(in_place ? 0 : static_cast<size_t>(g.c * kScoreTile));
+  std::vector<float> buffer(in_place ? 0 : static_cast<size_t>(g.c * kTile));
   const TilePlanesFn score_tile_planes = select_tile_planes();
 
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-    const int64_t n = tile / tiling.per_image;
-    const int64_t in_image = tile - n * tiling.per_image;
-    const int64_t row = in_image / tiling.per_row;
-    const int64_t col0 = (in_image - row * tiling.per_row) * kScoreTile;
-    const int64_t len = g.cols - col0 < kScoreTile ? g.cols - col0 : kScoreTile;
-
-    const T* src = logits + n * g.stride_n + row * g.stride_row + col0 * g.stride_col;
+    const Tile t = tile_at(g, tiling, tile);
+    const T* src = logits + t.input_offset;
     const float* planes = buffer.data();
-    int64_t plane_stride = kScoreTile;
+    int64_t plane_stride = kTile;
     if constexpr (std::is_same_v<T, float>) {
       if (in_place) planes = src, plane_stride = g.stride_c;
     }
-    if (!in_place) gather_planes(src, g.stride_c, g.stride_col, g.c, len, buffer.data());
+    if (!in_place) gather_planes(src, g.stride_c, g.stride_col, g.c, t.len, buffer.data());
 
-    const int64_t pix = n * g.pixels() + row * g.cols + col0;
-    score_tile_planes(planes, plane_stride, g.c, len, inv_log_c, out.confidence + pix,
+    const int64_t pix = t.n * g.pixels() + t.pixel;
+    score_tile_planes(planes, plane_stride, g.c, t.len, inv_log_c, out.confidence + pix,
                       out.label + pix, out.entropy + pix, partials.pixels + tile * g.c,
                       partials.confidence + tile * g.c, partials.entropy + tile * g.c);
   }
@@ -169,7 +119,7 @@ void score_cpu_tiles(const T* logits, const PixelGeometry& g, int64_t tile_begin
 
 void score_cpu_reduce(const PixelGeometry& g, const ScorePartials& partials,
                       int64_t* class_pixels, float* class_confidence, float* class_entropy) {
-  const ScoreTiling tiling = score_tiling(g);
+  const Tiling tiling = make_tiling(g);
   std::vector<double> conf(static_cast<size_t>(g.c)), ent(static_cast<size_t>(g.c));
   for (int64_t n = 0; n < g.n; ++n) {
     int64_t* pixels = class_pixels + n * g.c;
@@ -190,7 +140,7 @@ void score_cpu_reduce(const PixelGeometry& g, const ScorePartials& partials,
 template <typename T>
 void score_cpu_serial(const T* logits, const PixelGeometry& g, const ScoreOutputs& out,
                       int64_t* class_pixels, float* class_confidence, float* class_entropy) {
-  const ScoreTiling tiling = score_tiling(g);
+  const Tiling tiling = make_tiling(g);
   const size_t cells = static_cast<size_t>(tiling.total * g.c);
   std::vector<int64_t> pixels(cells);
   std::vector<double> conf(cells), ent(cells);

@@ -1,28 +1,18 @@
 // Torch-free CPU kernel of the fused scoring op.
 //
-// The pixels of every image are cut into tiles of at most kScoreTile pixels
-// along one row. A tile is scored independently and writes its per-pixel
-// outputs plus one row of per-class partial sums, so any set of tiles can run
-// on any thread; score_cpu_reduce then adds the partial rows in tile order,
-// which makes the result independent of the number of threads.
+// Works on the tiles of cpu/tiles.h: a tile is scored independently and
+// writes its per-pixel outputs plus one row of per-class partial sums;
+// score_cpu_reduce adds the partial rows in tile order, which makes the
+// result independent of the number of threads.
 #pragma once
 
 #include <cstdint>
 
 #include "core/geometry.h"
 #include "core/platform.h"
+#include "cpu/tiles.h"
 
 namespace lse::cpu {
-
-constexpr int64_t kScoreTile = 256;
-
-struct ScoreTiling {
-  int64_t per_row = 0;    // tiles in one row of pixels
-  int64_t per_image = 0;  // tiles in one image
-  int64_t total = 0;      // tiles in the batch
-};
-
-ScoreTiling score_tiling(const PixelGeometry& g);
 
 // Per-pixel outputs, each [N, rows * cols] contiguous.
 struct ScoreOutputs {
@@ -31,7 +21,7 @@ struct ScoreOutputs {
   float* entropy;
 };
 
-// Per-tile per-class partial sums, each [tiling.total, C] contiguous.
+// Per-tile per-class partial sums, each [make_tiling(g).total, C] contiguous.
 struct ScorePartials {
   int64_t* pixels;
   double* confidence;

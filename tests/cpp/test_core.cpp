@@ -183,7 +183,7 @@ void test_focal_kernel() {
   lse::cpu::FocalArgs args;
   args.grad_scale = 1.0 / check.valid;
   std::vector<float> loss(n * h * w), grad(x.size());
-  std::vector<double> partial(lse::cpu::focal_ce_tiles_total(g));
+  std::vector<double> partial(lse::cpu::make_tiling(g).total);
   lse::cpu::focal_ce_cpu_tiles(x.data(), g, t.data(), args, 0, partial.size(), loss.data(), grad.data(), partial.data());
   double total = 0, worst_grad = 0;
   for (int64_t b = 0; b < n; ++b)

@@ -57,7 +57,7 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel_impl(const at::Tensor& lo
                             : at::Tensor();
   at::Tensor grad = compute_grad ? empty_for_overwrite(logits.sizes(), logits.options())
                                   : at::empty({0}, logits.options());
-  const int64_t tiles = cpu::focal_ce_tiles_total(g);
+  const int64_t tiles = cpu::make_tiling(g).total;
   std::vector<double> partial(static_cast<size_t>(tiles));
 
   cpu::FocalArgs args;
@@ -66,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel_impl(const at::Tensor& lo
   const T* x = reinterpret_cast<const T*>(logits.const_data_ptr());
   T* grad_ptr = compute_grad ? reinterpret_cast<T*>(grad.data_ptr()) : nullptr;
   Acc* loss_ptr = loss_map.defined() ? loss_map.data_ptr<Acc>() : nullptr;
-  const int64_t grain = std::max<int64_t>(1, 32768 / (g.c * cpu::kFocalTile));
+  const int64_t grain = std::max<int64_t>(1, 32768 / (g.c * cpu::kTile));
   at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
     cpu::focal_ce_cpu_tiles(x, g, tgt, args, begin, end, loss_ptr, grad_ptr, partial.data());
   });

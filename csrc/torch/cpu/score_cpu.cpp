@@ -14,7 +14,7 @@ template <typename T>
 void score_cpu_kernel_impl(const T* logits, const PixelGeometry& g, const cpu::ScoreOutputs& out,
                            at::Tensor& class_pixels, at::Tensor& class_confidence,
                            at::Tensor& class_entropy) {
-  const cpu::ScoreTiling tiling = cpu::score_tiling(g);
+  const cpu::Tiling tiling = cpu::make_tiling(g);
   const auto opts = at::TensorOptions().device(at::kCPU);
   at::Tensor part_pixels = at::empty({tiling.total, g.c}, opts.dtype(at::kLong));
   at::Tensor part_conf = at::empty({tiling.total, g.c}, opts.dtype(at::kDouble));
@@ -22,7 +22,7 @@ void score_cpu_kernel_impl(const T* logits, const PixelGeometry& g, const cpu::S
   const cpu::ScorePartials partials{part_pixels.data_ptr<int64_t>(), part_conf.data_ptr<double>(),
                                     part_ent.data_ptr<double>()};
   // Enough tiles per task to amortise scheduling (about 64K logits).
-  const int64_t grain = std::max<int64_t>(1, 65536 / (g.c * cpu::kScoreTile));
+  const int64_t grain = std::max<int64_t>(1, 65536 / (g.c * cpu::kTile));
   at::parallel_for(0, tiling.total, grain, [&](int64_t begin, int64_t end) {
     cpu::score_cpu_tiles(logits, g, begin, end, out, partials);
   });
