@@ -39,4 +39,26 @@ inline Reduction check_focal_ce_input(const at::Tensor& logits, const at::Tensor
   return static_cast<Reduction>(reduction);
 }
 
+// The loss dtype: float64 for float64 logits, else float32.
+inline at::TensorOptions focal_loss_options(const at::Tensor& logits) {
+  return logits.options().dtype(logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+}
+
+// Result for logits with no elements: zero loss and zero gradient.
+inline std::tuple<at::Tensor, at::Tensor> empty_focal_ce_result(const at::Tensor& logits,
+                                                                const at::Tensor& target,
+                                                                Reduction reduction,
+                                                                bool compute_grad) {
+  const auto loss_opts = focal_loss_options(logits);
+  return {reduction == Reduction::None ? at::zeros(target.sizes(), loss_opts) : at::zeros({}, loss_opts),
+          compute_grad ? at::zeros(logits.sizes(), logits.options()) : at::empty({0}, logits.options())};
+}
+
+[[noreturn]] inline void report_bad_target(int64_t value, int64_t index, int64_t num_classes,
+                                           int64_t ignore_index) {
+  TORCH_CHECK(false, "lse_fast.focal_ce_loss: `target` value ", value, " at flat index ", index,
+              " is outside [0, ", num_classes, ") and is not ignore_index (", ignore_index, ")");
+  __builtin_unreachable();
+}
+
 }  // namespace lse::torch_ops

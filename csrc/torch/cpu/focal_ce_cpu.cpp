@@ -46,12 +46,12 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel_impl(const at::Tensor& lo
   const Tgt* tgt = target.const_data_ptr<Tgt>();
   const int64_t pixels = target.numel();
   const cpu::TargetCheck check = count_targets(tgt, pixels, ignore_index, g.c);
-  TORCH_CHECK(check.first_bad < 0, "lse_fast.focal_ce_loss: `target` value ",
-              static_cast<int64_t>(tgt[check.first_bad]), " at flat index ", check.first_bad,
-              " is outside [0, ", g.c, ") and is not ignore_index (", ignore_index, ")");
+  if (check.first_bad >= 0) {
+    report_bad_target(static_cast<int64_t>(tgt[check.first_bad]), check.first_bad, g.c, ignore_index);
+  }
 
   using Acc = cpu::FocalAcc<T>;
-  const auto loss_opts = logits.options().dtype(std::is_same_v<Acc, double> ? at::kDouble : at::kFloat);
+  const auto loss_opts = focal_loss_options(logits);
   at::Tensor loss_map = reduction == Reduction::None
                             ? at::empty({logits.size(0), logits.size(2), logits.size(3)}, loss_opts)
                             : at::Tensor();
@@ -95,12 +95,7 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel(const at::Tensor& logits,
   const Reduction reduction = check_focal_ce_input(logits, target_in, gamma, reduction_code);
   LSE_CHECK_DEVICE("focal_ce_loss", logits, at::kCPU);
   const at::Tensor target = target_in.contiguous();
-  if (logits.numel() == 0) {
-    const auto loss_opts = logits.options().dtype(logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
-    at::Tensor grad = compute_grad ? at::zeros(logits.sizes(), logits.options()) : at::empty({0}, logits.options());
-    at::Tensor loss = reduction == Reduction::None ? at::zeros(target.sizes(), loss_opts) : at::zeros({}, loss_opts);
-    return {loss, grad};
-  }
+  if (logits.numel() == 0) return empty_focal_ce_result(logits, target, reduction, compute_grad);
   switch (logits.scalar_type()) {
     case at::kFloat:
       return dispatch_target<float>(logits, target, gamma, beta, ignore_index, reduction, compute_grad);

@@ -22,14 +22,9 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cuda_kernel(const at::Tensor& logits
   LSE_CHECK_DEVICE("focal_ce_loss", logits, at::kCUDA);
   const c10::cuda::CUDAGuard guard(logits.device());
   const at::Tensor target = target_in.contiguous();
-  const bool is_double = logits.scalar_type() == at::kDouble;
-  const auto loss_opts = logits.options().dtype(is_double ? at::kDouble : at::kFloat);
+  if (logits.numel() == 0) return empty_focal_ce_result(logits, target, reduction, compute_grad);
+  const auto loss_opts = focal_loss_options(logits);
   at::Tensor grad = compute_grad ? at::empty(logits.sizes(), logits.options()) : at::empty({0}, logits.options());
-  if (logits.numel() == 0) {
-    if (compute_grad) grad.zero_();
-    at::Tensor loss = reduction == Reduction::None ? at::zeros(target.sizes(), loss_opts) : at::zeros({}, loss_opts);
-    return {loss, grad};
-  }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const auto u64 = logits.options().dtype(at::kUInt64);
   at::Tensor counters = at::empty({2}, u64);  // valid pixels, first bad index
@@ -66,9 +61,7 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cuda_kernel(const at::Tensor& logits
   const auto first_bad = reinterpret_cast<const unsigned long long*>(host.const_data_ptr())[1];
   if (first_bad != std::numeric_limits<unsigned long long>::max()) {
     const int64_t index = static_cast<int64_t>(first_bad);
-    TORCH_CHECK(false, "lse_fast.focal_ce_loss: `target` value ",
-                target.reshape(-1)[index].item<int64_t>(), " at flat index ", index,
-                " is outside [0, ", logits.size(1), ") and is not ignore_index (", ignore_index, ")");
+    report_bad_target(target.reshape(-1)[index].item<int64_t>(), index, logits.size(1), ignore_index);
   }
   const auto valid_count = static_cast<int64_t>(reinterpret_cast<const unsigned long long*>(host.const_data_ptr())[0]);
   if (reduction == Reduction::None) return {loss_map, grad};
