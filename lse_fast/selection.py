@@ -1,0 +1,234 @@
+"""Class-based sorting and dynamic thresholds of LSE (paper, Sections 3.3-3.4,
+Algorithm 1), computed from per-image per-class statistics only.
+
+The statistics are the per-class sums that :func:`lse_fast.ops.score` returns
+for every image of the target set: ``class_pixels`` (int64 ``[N, C]``, pixels
+predicted c), ``class_confidence`` (sum of the max-probability over those
+pixels) and ``class_entropy`` (sum of their normalised entropy). Nothing here
+looks at a pixel again: U_c(t) = class_confidence / class_pixels is the mean
+confidence of class c in image t, and h_c is the mean normalised entropy of
+class c in one image, which the same sums give without a second forward pass.
+
+Rules (the paper's, with the decisions it leaves open made explicit):
+
+* Only the classes in ``classes`` take part (default: all ``C`` columns).
+  A dataset that lacks classes (SYNTHIA has 16 of the 19 Cityscapes train
+  classes) passes the ones it has; the others are skipped: no image is
+  selected for them and their threshold is NaN.
+* For class c, the candidates are the images that predict c (at least one
+  pixel). They are sorted by U_c, descending; equal U_c keep the lower image
+  index first, so the order is deterministic.
+* Per-class share: ``k_c = ceil(n_c * p / C)`` images, where ``n_c`` is the
+  number of images predicting c and ``C = len(classes)`` (16 for SYNTHIA, not
+  the 19 the authors' code divides by). Rounding up keeps at least one image
+  of every predicted class, which is the point of sorting per class, and
+  makes small target sets work (``rounding="floor"`` truncates instead, which
+  can select nothing for a class). The product is rounded to 9 decimals
+  before ``ceil``/``floor`` so that e.g. ``190 * 0.1 / 19`` counts as 1.
+* A class predicted by no image is skipped (never a crash).
+* The selected set is the union over classes, without duplicates, as sorted
+  image indices.
+* Threshold h_c: the mean normalised entropy of class c in the last selected
+  image of class c (paper, Algorithm 1 line 17). ``threshold_image=
+  "first_unselected"`` takes the first image after the selected ones instead
+  (the authors' public code); when every candidate is selected it falls back
+  to the last selected one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+THRESHOLD_IMAGES = ("last_selected", "first_unselected")
+ROUNDINGS = ("ceil", "floor")
+
+
+@dataclass
+class Selection:
+    """Result of :func:`select`.
+
+    Attributes:
+        indices: int64 ``[S]`` the selected images (sorted, unique).
+        per_class: for every class column c, int64 tensor of the images
+            selected for c in rank order (empty for skipped classes).
+        candidates: ``[C]`` number of images predicting c (0 for classes not
+            in ``classes``).
+        thresholds: float32 ``[C]`` h_c, NaN where class c has no threshold
+            (skipped, never predicted, or a share of 0 images).
+        threshold_images: ``[C]`` index of the image h_c was taken from, or None.
+    """
+
+    indices: torch.Tensor
+    per_class: list
+    candidates: list
+    thresholds: torch.Tensor
+    threshold_images: list
+
+    @property
+    def counts(self) -> list:
+        """Images selected per class column."""
+        return [int(t.numel()) for t in self.per_class]
+
+    def filter_thresholds(self) -> torch.Tensor:
+        """Thresholds ready for the filter map: NaN replaced by -1, so that no
+        pixel predicted as a class without a threshold is kept (normalised
+        entropy is >= 0)."""
+        return torch.nan_to_num(self.thresholds, nan=-1.0)
+
+
+def share(num_predicting: int, portion: float, num_classes: int, rounding: str = "ceil") -> int:
+    """Images kept for a class predicted by ``num_predicting`` images:
+    ``ceil(num_predicting * portion / num_classes)`` (or ``floor``), at most
+    ``num_predicting``."""
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"lse_fast.selection: `rounding` must be one of {ROUNDINGS}, got {rounding!r}")
+    if num_classes <= 0:
+        raise ValueError(f"lse_fast.selection: `num_classes` must be positive, got {num_classes}")
+    x = round(num_predicting * portion / num_classes, 9)
+    k = math.ceil(x) if rounding == "ceil" else math.floor(x)
+    return max(0, min(int(num_predicting), int(k)))
+
+
+def class_means(class_sum: torch.Tensor, class_pixels: torch.Tensor) -> torch.Tensor:
+    """Per-image per-class mean (float64 ``[N, C]``), NaN where the class has
+    no pixel in the image."""
+    pixels = class_pixels.to(torch.float64)
+    mean = class_sum.to(torch.float64) / pixels.clamp(min=1)
+    return torch.where(class_pixels > 0, mean, torch.full_like(mean, float("nan")))
+
+
+def _check_stats(class_pixels, *others):
+    if class_pixels.dim() != 2:
+        raise ValueError(f"lse_fast.selection: `class_pixels` must be [N, C], got shape {tuple(class_pixels.shape)}")
+    for name, t in others:
+        if t.shape != class_pixels.shape:
+            raise ValueError(
+                f"lse_fast.selection: `{name}` must have the shape of `class_pixels` "
+                f"{tuple(class_pixels.shape)}, got {tuple(t.shape)}"
+            )
+
+
+def _classes(classes, num_columns):
+    if classes is None:
+        return list(range(num_columns))
+    out = sorted({int(c) for c in classes})
+    if out and (out[0] < 0 or out[-1] >= num_columns):
+        raise ValueError(f"lse_fast.selection: `classes` must lie in [0, {num_columns}), got {out}")
+    return out
+
+
+def ranking(class_pixels: torch.Tensor, class_confidence: torch.Tensor, c: int) -> torch.Tensor:
+    """Images predicting class ``c`` sorted by U_c descending (ties: lower
+    index first), as int64 indices."""
+    pixels = class_pixels[:, c]
+    images = torch.nonzero(pixels > 0).flatten().cpu()
+    if images.numel() == 0:
+        return images
+    u = class_confidence[:, c].cpu().to(torch.float64)[images] / pixels.cpu()[images].to(torch.float64)
+    order = torch.sort(-u, stable=True).indices
+    return images[order]
+
+
+def select(
+    class_pixels: torch.Tensor,
+    class_confidence: torch.Tensor,
+    class_entropy: torch.Tensor,
+    portion: float,
+    *,
+    classes=None,
+    threshold_image: str = "last_selected",
+    rounding: str = "ceil",
+) -> Selection:
+    """Class-based sorting and dynamic thresholds for one round.
+
+    Args:
+        class_pixels: int ``[N, C]`` pixels predicted as each class per image.
+        class_confidence: float ``[N, C]`` sum of max-probability over them.
+        class_entropy: float ``[N, C]`` sum of normalised entropy over them.
+        portion: p in (0, 1].
+        classes: class columns taking part (default all); C = len(classes).
+        threshold_image: "last_selected" (paper) or "first_unselected" (authors' code).
+        rounding: "ceil" (default) or "floor" for the per-class share.
+    """
+    _check_stats(class_pixels, ("class_confidence", class_confidence), ("class_entropy", class_entropy))
+    if not (0.0 < float(portion) <= 1.0):
+        raise ValueError(f"lse_fast.selection: `portion` must be in (0, 1], got {portion}")
+    if threshold_image not in THRESHOLD_IMAGES:
+        raise ValueError(
+            f"lse_fast.selection: `threshold_image` must be one of {THRESHOLD_IMAGES}, got {threshold_image!r}"
+        )
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"lse_fast.selection: `rounding` must be one of {ROUNDINGS}, got {rounding!r}")
+    n, num_columns = class_pixels.shape
+    active = _classes(classes, num_columns)
+    pixels = class_pixels.cpu()
+    entropy = class_entropy.cpu().to(torch.float64)
+    per_class = [torch.zeros(0, dtype=torch.int64) for _ in range(num_columns)]
+    candidates = [0] * num_columns
+    thresholds = torch.full((num_columns,), float("nan"), dtype=torch.float32)
+    threshold_images = [None] * num_columns
+    for c in active:
+        ranked = ranking(pixels, class_confidence, c)
+        candidates[c] = int(ranked.numel())
+        if ranked.numel() == 0:
+            continue  # never predicted: skipped
+        k = share(ranked.numel(), portion, max(len(active), 1), rounding)
+        if k == 0:
+            continue
+        per_class[c] = ranked[:k].clone()
+        if threshold_image == "first_unselected" and k < ranked.numel():
+            t = int(ranked[k])
+        else:
+            t = int(ranked[k - 1])
+        threshold_images[c] = t
+        thresholds[c] = float(entropy[t, c] / float(pixels[t, c]))
+    chosen = [t for t in per_class if t.numel()]
+    indices = torch.unique(torch.cat(chosen)) if chosen else torch.zeros(0, dtype=torch.int64)
+    return Selection(indices, per_class, candidates, thresholds, threshold_images)
+
+
+def candidates(
+    class_pixels: torch.Tensor,
+    class_confidence: torch.Tensor,
+    max_per_class: int,
+    *,
+    classes=None,
+) -> torch.Tensor:
+    """Images that can still be selected: the union over classes of the top
+    ``max_per_class`` images by U_c (same order as :func:`select`).
+
+    Used while scoring to keep network outputs only for images that may be
+    selected: with ``max_per_class = share(N, p, C) + 1`` (N the size of the
+    whole set) an image outside this set on any prefix of the data set is
+    outside it on the whole set, because per-class shares never exceed
+    ``share(N, p, C)`` and adding images only pushes an image down a ranking.
+    Rows of images not scored yet must have zero ``class_pixels``.
+    """
+    _check_stats(class_pixels, ("class_confidence", class_confidence))
+    keep = []
+    for c in _classes(classes, class_pixels.shape[1]):
+        keep.append(ranking(class_pixels, class_confidence, c)[:max_per_class])
+    if not keep:
+        return torch.zeros(0, dtype=torch.int64)
+    return torch.unique(torch.cat(keep))
+
+
+def portions(start: float = 0.1, step: float = 0.05, stop: float = 0.4) -> list:
+    """The portion schedule: start, start + step, ... up to stop inclusive
+    (rounded to 6 decimals; the paper's 0.10 ... 0.40 gives 7 rounds)."""
+    if step <= 0 or start <= 0 or stop < start:
+        raise ValueError(
+            f"lse_fast.selection: portions need 0 < start <= stop and step > 0, got {start}, {step}, {stop}"
+        )
+    out = []
+    i = 0
+    while True:
+        p = round(start + i * step, 6)
+        if p > stop + 1e-9:
+            break
+        out.append(p)
+        i += 1
+    return out
