@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from lse_fast.ops.crop_checks import check_box_values, check_crop_pseudo_labels_input, check_crop_resize_input
 from lse_fast.ops.focal_ce_loss import check_focal_ce_input
 from lse_fast.ops.score import Scores, check_score_input
 
@@ -64,3 +65,102 @@ def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, redu
     if reduction == "sum":
         return loss.sum()
     return loss.sum() / valid.sum().clamp(min=1)
+
+
+# ---------------------------------------------------------------------------
+# Crop-resize and pseudo-labels from crops
+
+
+def _linear_taps(start, extent, out_size, limit, align_corners, acc):
+    """Source taps along one axis for every box: indices i0, i1 [K, out] and
+    the weight l1 of i1, for the box [start, start + extent) resized to
+    out_size. An integer box gives exactly F.interpolate's taps on the crop."""
+    dst = torch.arange(out_size, dtype=acc, device=start.device)
+    fstart = start.floor()
+    frac = (start - fstart)[:, None]
+    if align_corners:
+        scale = (extent - 1) / (out_size - 1) if out_size > 1 else torch.zeros_like(extent)
+        src = scale[:, None] * dst
+    else:
+        scale = extent / out_size
+        src = scale[:, None] * (dst + 0.5) - 0.5
+    src = src.clamp(min=0)
+    u = frac + src
+    cell = u.floor()
+    l1 = u - cell
+    hi = ((start + extent).ceil().clamp(max=limit) - 1)[:, None]
+    i0 = torch.minimum(fstart[:, None] + cell, hi)
+    i1 = torch.minimum(i0 + 1, hi)
+    return i0.long(), i1.long(), l1
+
+
+def _nearest_taps(start, extent, out_size, limit):
+    """Source index [K, out] of PyTorch's "nearest-exact" on each box."""
+    dst = torch.arange(out_size, dtype=torch.float64, device=start.device)
+    scale = (extent / out_size).double()  # float32 scale, product in double as PyTorch
+    rel = ((dst + 0.5) * scale[:, None]).float()
+    fstart = start.floor()
+    u = (start - fstart)[:, None] + rel
+    hi = ((start + extent).ceil().clamp(max=limit) - 1)[:, None]
+    return torch.minimum(fstart[:, None] + u.floor(), hi).long()
+
+
+def _box_columns(boxes):
+    b = boxes[:, 0].long()
+    x1, y1, x2, y2 = boxes[:, 1], boxes[:, 2], boxes[:, 3], boxes[:, 4]
+    return b, x1, y1, x2 - x1, y2 - y1
+
+
+def crop_resize(input, boxes, size, *, mode="bilinear", align_corners=False):
+    """Reference of :func:`lse_fast.ops.crop_resize`: gathers the taps of
+    every box explicitly (differentiable through autograd). Accepts float64."""
+    oh, ow = check_crop_resize_input(input, boxes, size, mode, align_corners, allow_float64=True)
+    squeeze = input.dim() == 3
+    x = input.unsqueeze(1) if squeeze else input
+    n, c, h, w = x.shape
+    check_box_values("crop_resize", boxes, n, h, w)
+    boxes = boxes.to(device=input.device, dtype=torch.float32)
+    k = boxes.shape[0]
+    b, x1, y1, bw, bh = _box_columns(boxes)
+    if mode == "nearest":
+        iy = _nearest_taps(y1, bh, oh, h)  # [K, oh]
+        ix = _nearest_taps(x1, bw, ow, w)  # [K, ow]
+        out = x[b[:, None, None], :, iy[:, :, None], ix[:, None, :]]  # [K, oh, ow, C]
+        out = out.permute(0, 3, 1, 2).contiguous()
+    else:
+        # Taps in float32 for every dtype (as the kernels); values in float64 for float64.
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        y0, y1i, ly = _linear_taps(y1, bh, oh, h, align_corners, torch.float32)
+        x0, x1i, lx = _linear_taps(x1, bw, ow, w, align_corners, torch.float32)
+        ly, lx = ly.to(acc), lx.to(acc)
+        xf = x.to(acc)
+        bb = b[:, None, None]
+
+        def tap(iy, ix):
+            return xf[bb, :, iy[:, :, None], ix[:, None, :]]  # [K, oh, ow, C]
+
+        ly = ly[:, :, None, None]
+        lx = lx[:, None, :, None]
+        top = tap(y0, x0) * (1 - lx) + tap(y0, x1i) * lx
+        bottom = tap(y1i, x0) * (1 - lx) + tap(y1i, x1i) * lx
+        out = (top * (1 - ly) + bottom * ly).permute(0, 3, 1, 2).contiguous().to(x.dtype)
+    if k == 0:
+        out = x.new_empty((0, c, oh, ow))
+    return out[:, 0] if squeeze else out
+
+
+def crop_pseudo_labels(probs, boxes, size, thresholds, *, image_size=None, ignore_index=255):
+    """Reference of :func:`lse_fast.ops.crop_pseudo_labels`, materialising
+    the full-resolution probability map P as the method's public code does."""
+    oh, ow, (H, W) = check_crop_pseudo_labels_input(probs, boxes, size, thresholds, image_size, ignore_index)
+    check_box_values("crop_pseudo_labels", boxes, probs.shape[0], H, W)
+    p = probs.float()
+    c = p.shape[1]
+    if (H, W) != tuple(p.shape[2:]):
+        p = torch.nn.functional.interpolate(p, size=(H, W), mode="bilinear", align_corners=False)
+    entropy = torch.special.entr(p).sum(1) / math.log(c) if c > 1 else torch.zeros_like(p[:, 0])
+    label = p.argmax(1)
+    keep = (entropy <= thresholds.to(p.device, torch.float32)[label]).to(torch.uint8)
+    crop_label = crop_resize(p, boxes, (oh, ow)).argmax(1)
+    crop_keep = crop_resize(keep, boxes, (oh, ow), mode="nearest")
+    return torch.where(crop_keep.bool(), crop_label, torch.full_like(crop_label, ignore_index)).to(torch.uint8)
