@@ -1,0 +1,383 @@
+"""The one configuration object of the driver, its presets, YAML file and
+command-line parser (generated from the dataclass fields; every field's help
+text is its ``metadata["help"]``).
+
+Precedence, lowest first: field defaults < ``--preset`` < ``--config FILE``
+(YAML) < command-line options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+def _f(default, help, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class AdaptConfig:
+    """Configuration of an LSE run (``python -m lse_fast.adapt``).
+
+    Defaults are the built-in synthetic benchmark sized for a 2-core CPU;
+    ``--preset paper-gta5-deeplab`` (and the other ``paper-*`` presets) set
+    the paper's hyperparameters for real data.
+    """
+
+    # --- data and model -------------------------------------------------
+    source: str = _f(
+        "synthetic",
+        "source domain: 'synthetic' (the built-in benchmark) or KIND:PATH with KIND gta5, synthia, "
+        "cityscapes or folder (labelled)",
+    )
+    target: str = _f(
+        "synthetic",
+        "target domain: 'synthetic' or KIND:PATH (e.g. cityscapes:/data/cityscapes); its 'train' split "
+        "is adapted to (labels unused), its 'val' split evaluated",
+    )
+    model: str = _f(
+        "small_deeplab",
+        "model: a registered name (small_deeplab, deeplab_v2_resnet101, fcn8s_vgg16) or package.module:factory",
+    )
+    init: typing.Optional[str] = _f(
+        None,
+        "checkpoint of the source-trained model to start from; without one the model is trained on the "
+        "source first (cached under cache_dir, keyed by its configuration)",
+    )
+    num_classes: int = _f(19, "number of output classes (Cityscapes train ids)")
+    image_size: typing.Tuple[int, int] = _f(
+        (128, 256), "target image size HxW: scoring, patches (resized back to it) and evaluation"
+    )
+    source_size: typing.Tuple[int, int] = _f((128, 256), "source image size HxW for the source CE batch")
+    # --- rounds -----------------------------------------------------------
+    portion_start: float = _f(0.1, "portion p of the first round (paper 0.1)")
+    portion_step: float = _f(0.05, "increment of p per round (paper 0.05)")
+    portion_stop: float = _f(0.4, "last portion (paper: rounds stop once p > 0.4, i.e. 7 rounds)")
+    rounds: typing.Optional[int] = _f(
+        None, "number of rounds (default: every portion from portion_start to portion_stop)"
+    )
+    share_rounding: str = _f(
+        "ceil", "per-class share len(images predicting c) * p / C rounded 'ceil' (>= 1 image) or 'floor'",
+        choices=("ceil", "floor"),
+    )
+    threshold_image: str = _f(
+        "last_selected",
+        "image h_c is taken from: 'last_selected' (paper) or 'first_unselected' (authors' code)",
+        choices=("last_selected", "first_unselected"),
+    )
+    entropy_norm: str = _f(
+        "log_c",
+        "entropy normalisation: 'log_c' (paper, fused ops) or 'minmax' (authors' code: per image and "
+        "predicted class, 0 where constant; pure-PyTorch pseudo-labels)",
+        choices=("log_c", "minmax"),
+    )
+    filter_interp: str = _f(
+        "nearest",
+        "resizing of the filter map into a patch: 'nearest' (faithful for a mask) or 'bilinear' "
+        "(authors' code, kept where >= 0.5; pure-PyTorch pseudo-labels)",
+        choices=("nearest", "bilinear"),
+    )
+    patches_per_image: int = _f(4, "k random patches per selected image (paper 4)")
+    patch_scale: float = _f(0.5, "patch side as a fraction of the image side (paper 0.5: 256x512 of 512x1024)")
+    # --- training ---------------------------------------------------------
+    epochs: float = _f(2.0, "epochs over the patches per round (fractions allowed)")
+    batch_size: int = _f(8, "target patches per step (paper code: 1)")
+    source_batch_size: int = _f(4, "source images per step for the CE term (0: no source term)")
+    source_weight: float = _f(1.0, "weight of the source CE term (paper 1)")
+    gamma: float = _f(3.0, "focal loss gamma (paper 3)")
+    beta: float = _f(0.1, "focal loss weight beta (paper 0.1)")
+    optimizer: str = _f("adam", "optimiser: 'adam' (paper) or 'sgd'", choices=("adam", "sgd"))
+    lr: float = _f(1e-4, "learning rate (paper 1e-6 with Adam on pretrained networks)")
+    momentum: float = _f(0.9, "Adam beta1 / SGD momentum (paper 0.9)")
+    weight_decay: float = _f(0.0, "weight decay")
+    lr_schedule: str = _f(
+        "constant", "'constant' or 'poly' (power 0.9 over each round's steps)", choices=("constant", "poly")
+    )
+    # --- source training (only without --init) ----------------------------
+    pretrain_iters: int = _f(600, "source-only training steps when no --init is given")
+    pretrain_lr: float = _f(2e-3, "Adam learning rate of the source-only training")
+    pretrain_batch_size: int = _f(8, "batch size of the source-only training")
+    # --- synthetic benchmark ----------------------------------------------
+    synthetic_source: int = _f(200, "synthetic benchmark: source images")
+    synthetic_train: int = _f(160, "synthetic benchmark: target train images")
+    synthetic_val: int = _f(40, "synthetic benchmark: target val images")
+    # --- execution --------------------------------------------------------
+    ops: str = _f(
+        "fused", "'fused' (lse_fast.ops) or 'reference' (pure PyTorch, for A/B timing)", choices=("fused", "reference")
+    )
+    verify: bool = _f(
+        False,
+        "check every fused op against its reference on live batches; record the largest deviations in "
+        "metrics.json and fail beyond tolerance",
+    )
+    device: str = _f("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'")
+    amp: bool = _f(False, "bfloat16 autocast for forward passes on CUDA")
+    score_batch_size: int = _f(8, "images per batch when scoring and evaluating")
+    num_threads: int = _f(2, "DALI worker threads")
+    seed: int = _f(0, "random seed (CPU runs are deterministic)")
+    run_dir: typing.Optional[str] = _f(None, "run directory (default runs/<timestamp> in the current directory)")
+    cache_dir: typing.Optional[str] = _f(
+        None, "synthetic data and cached source models (default $LSE_FAST_HOME or ~/.cache/lse_fast)"
+    )
+    keep_checkpoints: str = _f(
+        "all", "'all' round checkpoints or only the 'last'", choices=("all", "last")
+    )
+    plots: bool = _f(True, "write PNG plots into the run directory")
+    progress: bool = _f(True, "progress bars")
+
+    # ---------------------------------------------------------------------
+    def validate(self) -> "AdaptConfig":
+        def bad(name, what):
+            raise ValueError(f"lse_fast.adapt: `{name}` must be {what}, got {getattr(self, name)!r}")
+
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                bad(f.name, f"one of {', '.join(choices)}")
+        for name in ("image_size", "source_size"):
+            v = getattr(self, name)
+            if len(v) != 2 or min(v) < 2:
+                bad(name, "two sizes H, W of at least 2")
+        for name in ("num_classes", "patches_per_image", "batch_size", "score_batch_size", "num_threads"):
+            if getattr(self, name) < 1:
+                bad(name, "a positive integer")
+        for name in ("source_batch_size", "pretrain_iters", "synthetic_source"):
+            if getattr(self, name) < 0:
+                bad(name, "a non-negative integer")
+        for name in ("synthetic_train", "synthetic_val", "pretrain_batch_size"):
+            if getattr(self, name) < 1:
+                bad(name, "a positive integer")
+        if not (0.0 < self.patch_scale <= 1.0):
+            bad("patch_scale", "in (0, 1]")
+        if not (0.0 < self.portion_start <= 1.0):
+            bad("portion_start", "in (0, 1]")
+        if self.portion_step <= 0:
+            bad("portion_step", "positive")
+        if not (self.portion_start <= self.portion_stop <= 1.0):
+            bad("portion_stop", "in [portion_start, 1]")
+        if self.rounds is not None and self.rounds < 1:
+            bad("rounds", "a positive integer or none")
+        if self.epochs <= 0:
+            bad("epochs", "positive")
+        for name in ("lr", "pretrain_lr"):
+            if getattr(self, name) <= 0:
+                bad(name, "positive")
+        if self.gamma < 0:
+            bad("gamma", ">= 0")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            bad("device", "auto, cpu, cuda or cuda:N")
+        for name in ("source", "target"):
+            v = getattr(self, name)
+            if v != "synthetic" and ":" not in v:
+                bad(name, "'synthetic' or KIND:PATH (e.g. cityscapes:/data/cityscapes)")
+            if v != "synthetic":
+                kind, _, path = v.partition(":")
+                if kind not in ("gta5", "synthia", "cityscapes", "folder"):
+                    bad(name, "'synthetic' or KIND:PATH with KIND one of gta5, synthia, cityscapes, folder")
+                if not Path(path).exists():
+                    raise ValueError(f"lse_fast.adapt: `{name}` path {path!r} does not exist")
+        if self.init is not None and not Path(self.init).is_file():
+            raise ValueError(f"lse_fast.adapt: `init` checkpoint {self.init!r} does not exist")
+        if (self.source == "synthetic") != (self.target == "synthetic"):
+            raise ValueError(
+                "lse_fast.adapt: `source` and `target` must both be 'synthetic' or both be KIND:PATH, "
+                f"got source={self.source!r}, target={self.target!r}"
+            )
+        return self
+
+    def portions(self) -> list:
+        from lse_fast.selection import portions
+
+        ps = portions(self.portion_start, self.portion_step, self.portion_stop)
+        if self.rounds is None:
+            return ps
+        return [min(1.0, round(self.portion_start + i * self.portion_step, 6)) for i in range(self.rounds)]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    def cache_path(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        home = os.environ.get("LSE_FAST_HOME")
+        return Path(home) if home else Path.home() / ".cache" / "lse_fast"
+
+
+PRESETS = {
+    "synthetic": {},
+    "paper-gta5-deeplab": dict(
+        model="deeplab_v2_resnet101", image_size=(512, 1024), source_size=(512, 1024), num_classes=19,
+        optimizer="adam", lr=1e-6, momentum=0.9, weight_decay=0.0, batch_size=1, source_batch_size=1,
+        epochs=2.0, gamma=3.0, beta=0.1, patches_per_image=4, patch_scale=0.5,
+        portion_start=0.1, portion_step=0.05, portion_stop=0.4, score_batch_size=4,
+    ),
+}
+PRESETS["paper-gta5-fcn8s"] = dict(PRESETS["paper-gta5-deeplab"], model="fcn8s_vgg16")
+PRESETS["paper-synthia-deeplab"] = dict(PRESETS["paper-gta5-deeplab"], source_size=(512, 1024))
+PRESETS["paper-synthia-fcn8s"] = dict(PRESETS["paper-synthia-deeplab"], model="fcn8s_vgg16")
+
+PRESET_HELP = (
+    "synthetic: the defaults (built-in benchmark on a CPU); paper-gta5-deeplab / paper-synthia-deeplab: "
+    "DeepLab-v2 ResNet-101 with the paper's hyperparameters (512x1024, Adam lr 1e-6 beta1 0.9, k=4 patches "
+    "of half size, gamma 3, beta 0.1, p 0.10..0.40 in 0.05 steps, batch 1, 2 epochs per round); "
+    "paper-gta5-fcn8s / paper-synthia-fcn8s: the same with FCN-8s VGG16. Give --source, --target and --init."
+)
+
+
+def _field_type(f):
+    t = f.type
+    if isinstance(t, str):
+        t = eval(t, {"typing": typing})  # annotations are postponed strings
+    origin = typing.get_origin(t)
+    args = typing.get_args(t)
+    optional = origin is typing.Union and type(None) in args
+    if optional:
+        t = [a for a in args if a is not type(None)][0]
+        origin = typing.get_origin(t)
+    return t, origin, optional
+
+
+def _parse_size(name):
+    def parse(text):
+        parts = str(text).lower().replace("x", ",").split(",")
+        try:
+            vals = tuple(int(p) for p in parts)
+        except ValueError:
+            vals = ()
+        if len(vals) != 2:
+            raise argparse.ArgumentTypeError(f"`{name}` must be HxW or H,W (e.g. 512x1024), got {text!r}")
+        return vals
+
+    return parse
+
+
+def _optional(conv):
+    def parse(text):
+        if str(text).lower() in ("none", "null", ""):
+            return None
+        return conv(text)
+
+    parse.__name__ = getattr(conv, "__name__", "value")
+    return parse
+
+
+def coerce(name: str, value, source: str = "config"):
+    """Converts a YAML/dict value to the field's type, with a clear error."""
+    fields = {f.name: f for f in dataclasses.fields(AdaptConfig)}
+    if name not in fields:
+        raise ValueError(f"lse_fast.adapt: unknown option {name!r} in {source}; known: {', '.join(sorted(fields))}")
+    t, origin, optional = _field_type(fields[name])
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"lse_fast.adapt: `{name}` in {source} must not be null")
+    try:
+        if origin is tuple:
+            if isinstance(value, str):
+                return _parse_size(name)(value)
+            value = tuple(int(v) for v in value)
+            if len(value) != 2:
+                raise ValueError
+            return value
+        if t is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "yes", "1", "on"):
+                return True
+            if str(value).lower() in ("false", "no", "0", "off"):
+                return False
+            raise ValueError
+        if t is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if t is float:
+            return float(value)
+        return str(value)
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        raise ValueError(
+            f"lse_fast.adapt: `{name}` in {source} must be {getattr(t, '__name__', t)}, got {value!r}"
+        ) from None
+
+
+def load_yaml(path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"lse_fast.adapt: config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"lse_fast.adapt: config file {str(p)!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"lse_fast.adapt: config file {str(p)!r} must hold a mapping of options")
+    return {k.replace("-", "_"): coerce(k.replace("-", "_"), v, f"config file {str(p)!r}") for k, v in data.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lse_fast.adapt",
+        description=(
+            "LSE self-training (Learning from Scale-Invariant Examples, ECCV 2020) with lse_fast's fused ops. "
+            "Without arguments: generates (or reuses) the built-in synthetic benchmark, trains the small model "
+            "on the source domain (or reuses that checkpoint), evaluates it on the target (source-only) and "
+            "runs the self-training rounds, writing config.yaml, metrics.json, checkpoints and plots into the "
+            "run directory. Precedence: defaults < --preset < --config < options."
+        ),
+    )
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help=PRESET_HELP)
+    parser.add_argument("--config", default=None, metavar="FILE", help="YAML file of options (keys as below, '_' or '-')")
+    parser.add_argument(
+        "--resume", default=None, metavar="RUN_DIR",
+        help="continue an interrupted run from its last finished round (its config.yaml; options given here override it)",
+    )
+    for f in dataclasses.fields(AdaptConfig):
+        t, origin, optional = _field_type(f)
+        flag = "--" + f.name.replace("_", "-")
+        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=f.metadata["help"] + f" (default: {_show(f.default)})")
+        if t is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if origin is tuple:
+            conv, metavar = _parse_size(f.name), "HxW"
+        else:
+            conv, metavar = t, None
+        if optional:
+            conv = _optional(conv)
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        parser.add_argument(flag, type=conv, metavar=metavar, **kw)
+    return parser
+
+
+def _show(v):
+    if isinstance(v, tuple):
+        return "x".join(str(x) for x in v)
+    return v
+
+
+def make_config(args: argparse.Namespace, base: dict | None = None) -> AdaptConfig:
+    """Config from parsed arguments: defaults < base (a resumed run's
+    config) < preset < config file < options."""
+    values = dict(base or {})
+    if getattr(args, "preset", None):
+        values.update(PRESETS[args.preset])
+    if getattr(args, "config", None):
+        values.update(load_yaml(args.config))
+    names = {f.name for f in dataclasses.fields(AdaptConfig)}
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    return AdaptConfig(**values).validate()
+
+
+def from_dict(d: dict, source="config") -> AdaptConfig:
+    return AdaptConfig(**{k: coerce(k, v, source) for k, v in d.items()})

@@ -1,0 +1,175 @@
+"""PNG plots of a run (matplotlib, Agg backend): mIoU per round, per-class
+IoU before/after, images selected per class per round (the paper's Fig. 5),
+thresholds per class per round, pseudo-label examples over their patches."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+# Cityscapes colours by trainId; 255 (ignored) is drawn black.
+PALETTE = np.array(
+    [
+        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+        (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+        (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+    ],
+    dtype=np.uint8,
+)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def colorize(label):
+    """uint8/int [H, W] trainIds -> uint8 [H, W, 3] (255 black, other ids grey)."""
+    lab = np.asarray(label).astype(np.int64)
+    out = np.zeros(lab.shape + (3,), dtype=np.uint8)
+    known = (lab >= 0) & (lab < len(PALETTE))
+    out[known] = PALETTE[lab[known]]
+    other = ~known & (lab != 255)
+    out[other] = 128
+    return out
+
+
+def _nan(v):
+    return float("nan") if v is None else float(v)
+
+
+def _names(metrics, classes):
+    names = metrics.get("class_names") or []
+    return [names[c] if c < len(names) else str(c) for c in classes]
+
+
+def miou_per_round(path, metrics):
+    plt = _plt()
+    so = metrics.get("source_only") or {}
+    xs = [0] + [r["round"] for r in metrics["rounds"]]
+    ys = [100 * _nan(so.get("miou"))] + [100 * _nan(r["miou"]) for r in metrics["rounds"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(xs, ys, marker="o")
+    ax.set_xticks(xs)
+    ax.set_xticklabels(["source\nonly"] + [f"{r['round']}\np={r['portion']:.2f}" for r in metrics["rounds"]])
+    ax.set_ylabel("target val mIoU (%)")
+    ax.set_title("mIoU per round")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def per_class_iou(path, metrics):
+    plt = _plt()
+    classes = metrics.get("classes") or list(range(len(metrics["source_only"]["per_class_iou"])))
+    names = _names(metrics, classes)
+    before = [100 * _nan(metrics["source_only"]["per_class_iou"][c]) for c in classes]
+    last = metrics["rounds"][-1]
+    after = [100 * _nan(last["per_class_iou"][c]) for c in classes]
+    x = np.arange(len(classes))
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(classes)), 4))
+    ax.bar(x - 0.2, before, 0.4, label="source only")
+    ax.bar(x + 0.2, after, 0.4, label=f"after round {last['round']}")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=60, ha="right")
+    ax.set_ylabel("IoU (%)")
+    ax.set_title("per-class IoU before / after self-training")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def selected_per_class(path, metrics):
+    """Images selected per class in every round (the paper's Fig. 5)."""
+    plt = _plt()
+    classes = metrics.get("classes") or list(range(len(metrics["rounds"][0]["selected_per_class"])))
+    names = _names(metrics, classes)
+    rounds = metrics["rounds"]
+    x = np.arange(len(classes))
+    width = 0.8 / len(rounds)
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(classes)), 4))
+    for j, r in enumerate(rounds):
+        ax.bar(x - 0.4 + (j + 0.5) * width, [r["selected_per_class"][c] for c in classes], width,
+               label=f"round {r['round']} (p={r['portion']:.2f})")
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=60, ha="right")
+    ax.set_ylabel("images selected")
+    ax.set_title("images selected per class per round")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def thresholds_per_round(path, metrics):
+    plt = _plt()
+    classes = metrics.get("classes") or list(range(len(metrics["rounds"][0]["thresholds"])))
+    names = _names(metrics, classes)
+    rounds = metrics["rounds"]
+    xs = [r["round"] for r in rounds]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    cmap = plt.get_cmap("tab20")
+    for j, c in enumerate(classes):
+        ys = [_nan(r["thresholds"][c]) for r in rounds]
+        if all(math.isnan(y) for y in ys):
+            continue
+        color = PALETTE[c] / 255.0 if c < len(PALETTE) else cmap(j % 20)
+        ax.plot(xs, ys, marker="o", label=names[j], color=color)
+    ax.set_xticks(xs)
+    ax.set_xlabel("round")
+    ax.set_ylabel("threshold h_c (normalised entropy)")
+    ax.set_title("dynamic thresholds per class")
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def pseudo_label_examples(path, examples, normalization="imagenet", title=""):
+    """A few (patch image [3, H, W] normalised, pseudo-label uint8 [H, W])
+    pairs: the patch, its pseudo-label and the label over the patch."""
+    if not examples:
+        return
+    from lse_fast.data import denormalize
+
+    plt = _plt()
+    n = len(examples)
+    fig, axes = plt.subplots(n, 3, figsize=(9, 1.7 * n * 1.0 + 0.6), squeeze=False)
+    for i, (img, lab) in enumerate(examples):
+        rgb = denormalize(img.unsqueeze(0).float(), normalization)[0].numpy()
+        col = colorize(lab.numpy())
+        ignored = lab.numpy() == 255
+        over = (0.5 * rgb + 0.5 * col).astype(np.uint8)
+        over[ignored] = rgb[ignored]
+        for ax, im, t in zip(axes[i], (rgb, col, over), ("patch", "pseudo-label (black: ignored)", "overlay")):
+            ax.imshow(im)
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(t, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def all_plots(directory, metrics):
+    """Writes the per-run plots (those that have data) into `directory`."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    if metrics.get("source_only") is None:
+        return
+    miou_per_round(d / "miou_per_round.png", metrics)
+    if metrics["rounds"]:
+        per_class_iou(d / "per_class_iou.png", metrics)
+        selected_per_class(d / "selected_per_class.png", metrics)
+        thresholds_per_round(d / "thresholds_per_round.png", metrics)

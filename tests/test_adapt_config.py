@@ -1,0 +1,90 @@
+"""The driver's configuration: defaults, presets, YAML, command line, bad arguments."""
+
+import dataclasses
+
+import pytest
+
+from lse_fast.adapt import cli
+from lse_fast.adapt.config import PRESETS, AdaptConfig, build_parser, from_dict, load_yaml, make_config
+
+
+def cfg(argv):
+    return make_config(build_parser().parse_args(argv))
+
+
+def test_defaults_and_paper_schedule():
+    c = cfg([])
+    assert c == AdaptConfig().validate()
+    assert c.portions() == [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4]  # the paper's 7 rounds
+    assert (c.patches_per_image, c.patch_scale, c.gamma, c.beta) == (4, 0.5, 3.0, 0.1)
+    assert c.threshold_image == "last_selected" and c.entropy_norm == "log_c" and c.filter_interp == "nearest"
+    assert cfg(["--rounds", "2"]).portions() == [0.1, 0.15]
+
+
+def test_every_field_has_help_and_a_flag():
+    parser = build_parser()
+    text = parser.format_help()
+    for f in dataclasses.fields(AdaptConfig):
+        assert f.metadata.get("help"), f.name
+        assert "--" + f.name.replace("_", "-") in text
+
+
+def test_paper_preset(tmp_path):
+    c = cfg(["--preset", "paper-gta5-deeplab"])
+    assert c.model == "deeplab_v2_resnet101"
+    assert c.image_size == (512, 1024)
+    assert (c.optimizer, c.lr, c.momentum, c.batch_size) == ("adam", 1e-6, 0.9, 1)
+    assert cfg(["--preset", "paper-gta5-fcn8s"]).model == "fcn8s_vgg16"
+    assert set(PRESETS) >= {"synthetic", "paper-gta5-deeplab", "paper-synthia-deeplab"}
+
+
+def test_precedence_preset_yaml_cli(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("lr: 0.5\nimage-size: 64x128\nrounds: 3\nverify: true\n")
+    c = cfg(["--preset", "paper-gta5-deeplab", "--config", str(y), "--rounds", "2", "--image-size", "32,64"])
+    assert c.lr == 0.5  # yaml over preset
+    assert c.image_size == (32, 64)  # command line over yaml
+    assert c.rounds == 2 and c.verify is True
+    assert c.model == "deeplab_v2_resnet101"  # preset kept
+    assert from_dict(c.to_dict()) == c  # config.yaml round trip
+
+
+def test_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["--image-size", "12"])
+    assert e.value.code == 2
+    assert "image_size" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--threshold-image", "middle"])
+    with pytest.raises(ValueError, match="`epochs` must be positive"):
+        cfg(["--epochs", "0"])
+    with pytest.raises(ValueError, match="`portion_stop`"):
+        cfg(["--portion-start", "0.5", "--portion-stop", "0.2"])
+    with pytest.raises(ValueError, match="`device`"):
+        cfg(["--device", "tpu"])
+    y = tmp_path / "bad.yaml"
+    y.write_text("lrr: 1\n")
+    with pytest.raises(ValueError, match="unknown option 'lrr'"):
+        load_yaml(y)
+    y.write_text("lr: fast\n")
+    with pytest.raises(ValueError, match="`lr` in config file .* must be float"):
+        load_yaml(y)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_yaml(tmp_path / "missing.yaml")
+
+
+def test_bad_dataset_paths_give_clear_errors(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    rc = cli(["--source", f"gta5:{missing}", "--target", f"cityscapes:{tmp_path}", "--run-dir", str(tmp_path / "r")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "`source` path" in err and str(missing) in err
+    assert not (tmp_path / "r").exists()  # nothing created for a bad argument
+    assert cli(["--source", f"imagenet:{tmp_path}", "--target", f"cityscapes:{tmp_path}"]) == 2
+    assert "KIND one of gta5" in capsys.readouterr().err
+    assert cli(["--source", "synthetic", "--target", f"cityscapes:{tmp_path}"]) == 2
+    assert "both be 'synthetic'" in capsys.readouterr().err
+    assert cli(["--init", str(tmp_path / "none.pt")]) == 2
+    assert "`init` checkpoint" in capsys.readouterr().err
+    assert cli(["--resume", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
