@@ -187,7 +187,7 @@ def pretrain_source(ctx: Context, model) -> str:
         loss.backward()
         opt.step()
         sched.step()
-        last = float(loss)
+        last = float(loss.detach())
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{last:.4f}")
     path.parent.mkdir(parents=True, exist_ok=True)

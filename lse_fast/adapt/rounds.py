@@ -461,6 +461,7 @@ def run_round(ctx, model, round_index, portion):
         "portion": portion,
         "selected": int(selection.indices.numel()),
         "selected_per_class": selection.counts,
+        "selected_images": selection.indices.tolist(),
         "candidates_per_class": selection.candidates,
         "thresholds": [float(v) for v in selection.thresholds],
         "patches": tr["patches"],

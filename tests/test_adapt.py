@@ -1,0 +1,173 @@
+"""End-to-end runs of the driver on a tiny synthetic benchmark (CPU), resume
+after a kill, --verify, and the pure-PyTorch variants of the pseudo-labels."""
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+import lse_fast
+from lse_fast import reference
+from lse_fast.adapt import cli, main
+from lse_fast.adapt import rounds as rounds_mod
+from lse_fast.patches import random_boxes
+
+TINY = [
+    "--synthetic-source", "12", "--synthetic-train", "12", "--synthetic-val", "4",
+    "--image-size", "64x128", "--source-size", "64x128", "--pretrain-iters", "8", "--pretrain-batch-size", "4",
+    "--rounds", "2", "--epochs", "1", "--batch-size", "4", "--source-batch-size", "2", "--score-batch-size", "4",
+    "--portion-start", "0.3", "--portion-step", "0.2", "--lr", "1e-3", "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("lse_cache"))
+
+
+@pytest.fixture(scope="module")
+def fused_run(cache, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "fused"
+    metrics = main(TINY + ["--cache-dir", cache, "--run-dir", str(run_dir), "--ops", "fused"])
+    return run_dir, metrics
+
+
+def _stable(run_dir):
+    """metrics.json of a run without timings and provenance: source-only and round results."""
+    m = json.loads((run_dir / "metrics.json").read_text())
+    so = dict(m["source_only"])
+    so.pop("seconds")
+    rounds = []
+    for r in m["rounds"]:
+        r = dict(r)
+        r.pop("seconds")
+        rounds.append(r)
+    return so, rounds
+
+
+def test_tiny_run_writes_every_artefact(fused_run):
+    run_dir, metrics = fused_run
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk["rounds"][0]["selected"] == metrics["rounds"][0]["selected"]
+    assert 0.0 <= on_disk["source_only"]["miou"] <= 1.0
+    assert [r["round"] for r in on_disk["rounds"]] == [1, 2]
+    assert [r["portion"] for r in on_disk["rounds"]] == [0.3, 0.5]
+    for r in on_disk["rounds"]:
+        assert set(r["seconds"]) == {"score", "select", "patches", "train", "eval"}
+        assert len(r["thresholds"]) == 19 and len(r["per_class_iou"]) == 19
+        assert r["selected"] == len(r["selected_images"]) > 0
+        assert r["patches"] == 4 * r["selected"]
+        assert 0.0 <= r["miou"] <= 1.0 and math.isfinite(r["loss"])
+        # candidate maps kept while scoring: at most (share(N) + 1) per class, never the whole set's maps
+        assert r["kept_probability_maps"] <= 12
+    prov = on_disk["provenance"]
+    assert prov["seed"] == 0 and prov["torch"] == torch.__version__ and prov["lse_fast"] == lse_fast.__version__
+    assert "git_revision" in prov and "dali" in prov
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["image_size"] == [64, 128] and cfg["ops"] == "fused"
+    for r in (0, 1, 2):
+        assert (run_dir / "checkpoints" / f"round_{r}.pt").is_file()
+    for name in ("miou_per_round", "per_class_iou", "selected_per_class", "thresholds_per_round",
+                 "pseudo_labels_round1", "pseudo_labels_round2"):
+        png = run_dir / "plots" / f"{name}.png"
+        assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG", name
+
+
+def test_reference_ops_select_the_same_images(fused_run, cache, tmp_path):
+    _, fused = fused_run
+    ref = main(TINY + ["--cache-dir", cache, "--run-dir", str(tmp_path / "ref"), "--ops", "reference"])
+    assert ref["source_only"]["miou"] == fused["source_only"]["miou"]  # same cached source model
+    for a, b in zip(fused["rounds"], ref["rounds"]):
+        assert a["selected_images"] == b["selected_images"]
+        assert a["selected_per_class"] == b["selected_per_class"]
+        ta = torch.tensor([math.nan if v is None else v for v in a["thresholds"]])
+        tb = torch.tensor([math.nan if v is None else v for v in b["thresholds"]])
+        assert torch.allclose(ta, tb, atol=1e-4, equal_nan=True)
+
+
+def test_resume_after_kill_gives_the_same_metrics(fused_run, cache, tmp_path, monkeypatch):
+    fused_dir, _ = fused_run
+    run_dir = tmp_path / "killed"
+    real = rounds_mod.train_round
+
+    def killed_in_round_2(ctx, model, scores, selection, round_index, timer):
+        if round_index == 2:
+            raise KeyboardInterrupt  # as a kill in the middle of round 2
+        return real(ctx, model, scores, selection, round_index, timer)
+
+    monkeypatch.setattr(rounds_mod, "train_round", killed_in_round_2)
+    assert cli(TINY + ["--cache-dir", cache, "--run-dir", str(run_dir)]) == 130
+    partial = json.loads((run_dir / "metrics.json").read_text())
+    assert [r["round"] for r in partial["rounds"]] == [1]  # lost only the round in progress
+    monkeypatch.setattr(rounds_mod, "train_round", real)
+    resumed = main(["--resume", str(run_dir)])
+    assert _stable(run_dir) == _stable(fused_dir)
+    assert len(resumed["resumed"]) == 1 and resumed["resumed"][0]["after_round"] == 1
+    # a finished run resumed again has nothing left to do
+    main(["--resume", str(run_dir)])
+    assert _stable(run_dir) == _stable(fused_dir)
+    # a new run into an existing run directory is refused
+    assert cli(TINY + ["--cache-dir", cache, "--run-dir", str(run_dir)]) == 2
+
+
+def test_verify_records_deviations(cache, tmp_path):
+    m = main(TINY + ["--cache-dir", cache, "--run-dir", str(tmp_path / "v"), "--verify", "--rounds", "1",
+                     "--no-plots"])
+    rep = m["verify"]
+    assert rep["checks"] > 0
+    assert set(rep["max_deviation"]) == {"score", "focal_ce_loss", "crop_resize", "crop_pseudo_labels"}
+    for op, fields in rep["max_deviation"].items():
+        for f, v in fields.items():
+            assert v <= rep["tolerance"][f"{op}.{f}"]
+
+
+def test_verify_fails_loudly_beyond_tolerance():
+    v = rounds_mod.Verifier()
+    logits = torch.randn(1, 5, 8, 8)
+    s = lse_fast.ops.score(logits)
+    v.score(logits, s)  # agrees
+    bad = s._replace(entropy=s.entropy + 1e-3)
+    with pytest.raises(RuntimeError, match="score deviates from the reference: entropy"):
+        v.score(logits, bad)
+    assert v.max["score"]["entropy"] >= 1e-3
+
+
+def test_torch_pseudo_labels_equal_the_op_by_default():
+    g = torch.Generator().manual_seed(1)
+    probs = torch.softmax(torch.randn(2, 5, 8, 16, generator=g) * 3, 1)
+    boxes = random_boxes(2, (32, 64), k=3, generator=g)
+    thr = torch.tensor([0.2, 0.5, -1.0, 0.9, 0.4])
+    ops = rounds_mod.Ops("reference")
+    a = rounds_mod.pseudo_labels_torch(probs, boxes, (32, 64), thr, (32, 64), entropy_norm="log_c",
+                                       filter_interp="nearest", ops=ops)
+    b = reference.crop_pseudo_labels(probs, boxes, (32, 64), thr, image_size=(32, 64))
+    assert torch.equal(a, b)
+    # the authors' bilinear mask keeps every pixel nearest keeps, and more
+    c = rounds_mod.pseudo_labels_torch(probs, boxes, (32, 64), thr, (32, 64), entropy_norm="log_c",
+                                       filter_interp="bilinear", ops=ops)
+    assert bool(((a != 255) <= (c != 255)).all()) and int((c != 255).sum()) > int((a != 255).sum())
+    d = rounds_mod.pseudo_labels_torch(probs, boxes, (32, 64), thr, (32, 64), entropy_norm="minmax",
+                                       filter_interp="nearest", ops=ops)
+    assert d.dtype == torch.uint8 and d.shape == a.shape
+
+
+def test_minmax_entropy_normalisation_by_hand():
+    # one image, 2 classes: class 0 entropies {0.2, 0.4, 0.6}, class 1 constant {0.5, 0.5}
+    ent = torch.tensor([[[0.2, 0.4, 0.6, 0.5, 0.5]]])
+    lab = torch.tensor([[[0, 0, 0, 1, 1]]])
+    norm, cmin, cmax = rounds_mod.minmax_class_entropy(ent, lab, 3)
+    assert torch.allclose(norm, torch.tensor([[[0.0, 0.5, 1.0, 0.0, 0.0]]]))  # constant class -> 0, no NaN
+    assert cmin[0, :2].tolist() == pytest.approx([0.2, 0.5]) and math.isinf(cmin[0, 2].item())
+    assert cmax[0, :2].tolist() == pytest.approx([0.6, 0.5])
+
+
+def test_authors_options_run(cache, tmp_path):
+    m = main(TINY + ["--cache-dir", cache, "--run-dir", str(tmp_path / "authors"), "--rounds", "1",
+                     "--threshold-image", "first_unselected", "--entropy-norm", "minmax",
+                     "--filter-interp", "bilinear", "--no-plots"])
+    r = m["rounds"][0]
+    assert r["selected"] > 0
+    th = [t for t in r["thresholds"] if t is not None]
+    assert th and all(0.0 <= t <= 1.0 for t in th)
