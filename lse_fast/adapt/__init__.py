@@ -143,10 +143,24 @@ def source_model_key(cfg: AdaptConfig, source) -> str:
         "source_root": str(getattr(source, "root", "")), "source_images": len(source),
         "source_size": list(cfg.source_size), "iters": cfg.pretrain_iters, "lr": cfg.pretrain_lr,
         "batch": cfg.pretrain_batch_size, "seed": cfg.seed, "lse_fast": lse_fast.__version__,
+        "color_aug": cfg.pretrain_color_aug,
     }
     if cfg.source == "synthetic":
         desc["synthetic"] = synthetic_dir(cfg).name
     return hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def color_augment(x, generator):
+    """Random photometric change of normalised images [B, 3, H, W]: per image
+    a desaturation towards the channel mean (weight 0..0.6), per-channel gains
+    (0.6..1.4) and offsets (-0.6..0.6, in normalised units)."""
+    b = x.shape[0]
+    sat = torch.rand(b, 1, 1, 1, generator=generator) * 0.6
+    gain = 0.6 + 0.8 * torch.rand(b, 3, 1, 1, generator=generator)
+    shift = 1.2 * torch.rand(b, 3, 1, 1, generator=generator) - 0.6
+    sat, gain, shift = sat.to(x.device), gain.to(x.device), shift.to(x.device)
+    gray = x.mean(1, keepdim=True)
+    return (x * (1 - sat) + gray * sat) * gain + shift
 
 
 def pretrain_source(ctx: Context, model) -> str:
@@ -169,6 +183,7 @@ def pretrain_source(ctx: Context, model) -> str:
     loader = ctx.loader(ctx.source, batch_size=min(cfg.pretrain_batch_size, len(ctx.source)),
                         size=tuple(cfg.source_size), shuffle=True, seed=seed_for(cfg.seed, 0, 11), train=True)
     it = _infinite(loader)
+    aug_gen = torch.Generator().manual_seed(seed_for(cfg.seed, 0, 12))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.pretrain_lr)
     n = cfg.pretrain_iters
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - min(s, n - 1) / n) ** 0.9)
@@ -179,6 +194,8 @@ def pretrain_source(ctx: Context, model) -> str:
     for _ in bar:
         b = next(it)
         x, y = b["image"].to(ctx.device), b["label"].to(ctx.device)
+        if cfg.pretrain_color_aug:
+            x = color_augment(x, aug_gen)
         out = model(x)
         out = torch.nn.functional.interpolate(out.float(), size=tuple(y.shape[-2:]), mode="bilinear",
                                               align_corners=False)

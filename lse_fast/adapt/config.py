@@ -97,6 +97,11 @@ class AdaptConfig:
     lr: float = _f(1e-4, "learning rate (paper 1e-6 with Adam on pretrained networks)")
     momentum: float = _f(0.9, "Adam beta1 / SGD momentum (paper 0.9)")
     weight_decay: float = _f(0.0, "weight decay")
+    freeze_bn: bool = _f(
+        True,
+        "BatchNorm layers keep and use their running statistics while self-training (as DeepLab-v2 "
+        "fine-tuning does); otherwise the upscaled patches shift them",
+    )
     lr_schedule: str = _f(
         "constant", "'constant' or 'poly' (power 0.9 over each round's steps)", choices=("constant", "poly")
     )
@@ -104,6 +109,11 @@ class AdaptConfig:
     pretrain_iters: int = _f(600, "source-only training steps when no --init is given")
     pretrain_lr: float = _f(2e-3, "Adam learning rate of the source-only training")
     pretrain_batch_size: int = _f(8, "batch size of the source-only training")
+    pretrain_color_aug: bool = _f(
+        True,
+        "photometric augmentation of the source-only training (random per-image channel gains, offsets and "
+        "desaturation on the normalised images)",
+    )
     # --- synthetic benchmark ----------------------------------------------
     synthetic_source: int = _f(200, "synthetic benchmark: source images")
     synthetic_train: int = _f(160, "synthetic benchmark: target train images")

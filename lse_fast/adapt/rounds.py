@@ -311,6 +311,16 @@ def _infinite(loader):
             raise RuntimeError("lse_fast.adapt: the source loader yields no batch")
 
 
+def set_train_mode(model, freeze_bn):
+    """model.train(), with BatchNorm layers left in eval mode (running
+    statistics used and kept) when freeze_bn."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 def make_optimizer(cfg, params, lr=None):
     lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "adam":
@@ -352,7 +362,7 @@ def train_round(ctx, model, scores, selection, round_index, timer):
     sched = None
     if cfg.lr_schedule == "poly":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - min(s, total_steps - 1) / total_steps) ** 0.9)
-    model.train()
+    set_train_mode(model, cfg.freeze_bn)
 
     def patch_batches():
         nonlocal patch_seconds
