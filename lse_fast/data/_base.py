@@ -100,13 +100,17 @@ def read_sample(dataset, i, need_bytes):
 
 
 def resize_nearest(label, out_hw):
-    """Nearest resize with half-pixel centres (PyTorch 'nearest-exact', DALI
-    INTERP_NN): output pixel i reads input floor((i + 0.5) * in / out)."""
+    """Nearest resize with half-pixel centres: output pixel i reads input
+    floor((i + 0.5) * in / out), in exact integer arithmetic. This is
+    PyTorch's 'nearest-exact' except at exact ties, where float32 rounding
+    can make PyTorch (and DALI's INTERP_NN) pick the pixel before."""
     h, w = label.shape[:2]
     oh, ow = out_hw
-    ys = np.minimum(np.floor((np.arange(oh) + 0.5) * (h / oh)).astype(np.int64), h - 1)
-    xs = np.minimum(np.floor((np.arange(ow) + 0.5) * (w / ow)).astype(np.int64), w - 1)
-    return label[ys[:, None], xs[None, :]]
+    return label[_src(np.arange(oh), h, oh)[:, None], _src(np.arange(ow), w, ow)[None, :]]
+
+
+def _src(i, n_in, n_out):
+    return np.minimum(((2 * i + 1) * n_in) // (2 * n_out), n_in - 1)
 
 
 def crop_nearest(label, scaled, anchor, size, flip):
@@ -119,8 +123,8 @@ def crop_nearest(label, scaled, anchor, size, flip):
     xs = np.arange(anchor[1], anchor[1] + size[1])
     if flip:
         xs = xs[::-1]
-    src_y = np.minimum(np.floor((ys + 0.5) * (h / sh)).astype(np.int64), h - 1)
-    src_x = np.minimum(np.floor((xs + 0.5) * (w / sw)).astype(np.int64), w - 1)
+    src_y = _src(ys, h, sh)
+    src_x = _src(xs, w, sw)
     out = label[src_y[:, None], src_x[None, :]]
     out[ys >= sh, :] = 255
     out[:, xs >= sw] = 255

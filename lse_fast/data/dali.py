@@ -101,13 +101,13 @@ class DaliLoader(LoaderBase):
         labels = [lab for _, _, lab in loaded]
         if self.mode == "train":
             params = [self.aug(epoch, i, hw) for i, hw in zip(indices, sizes)]
+            feed["scaled"] = [np.asarray(p.scaled, np.float32) for p in params]
+            feed["anchor"] = [np.asarray(p.anchor, np.int32) for p in params]
+            feed["flip"] = [np.asarray(int(p.flip), np.int32) for p in params]
             if self.dataset.has_labels:
                 labels = [crop_nearest(lab, p.scaled, p.anchor, self.size, p.flip) for lab, p in zip(labels, params)]
         elif self.mode == "resize" and self.dataset.has_labels:
             labels = [resize_nearest(lab, self.size) for lab in labels]
-            feed["scaled"] = [np.asarray(p.scaled, np.float32) for p in params]
-            feed["anchor"] = [np.asarray(p.anchor, np.int32) for p in params]
-            feed["flip"] = [np.asarray(int(p.flip), np.int32) for p in params]
         if self.dataset.has_labels:
             feed["lab"] = [lab[:, :, None] for lab in labels]
         return indices, feed
