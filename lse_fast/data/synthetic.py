@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-VERSION = 1
+VERSION = 2
 
 # Cityscapes label ids drawn here.
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY, PERSON, CAR = (
@@ -104,15 +104,24 @@ class _Canvas:
         self.colors = {k: np.clip(np.asarray(v, np.float32) + rng.normal(0, style["jitter"], 3), 0, 1)
                        for k, v in style["palette"].items()}
 
-    def paint(self, mask, cls, color=None, shade=None):
+    def window(self, cx, gy, s):
+        """Local coordinates (Y, X) and the slice of an object's bounding box."""
+        y0, y1 = max(int(gy - 2.0 * s) - 2, 0), min(int(gy + 0.25 * s) + 3, self.h)
+        x0, x1 = max(int(cx - 0.75 * s) - 2, 0), min(int(cx + 0.75 * s) + 3, self.w)
+        y1, x1 = max(y1, y0), max(x1, x0)
+        sl = (slice(y0, y1), slice(x0, x1))
+        return self.yy[sl], self.xx[sl], sl
+
+    def paint(self, mask, cls, color=None, shade=None, sl=(slice(None), slice(None))):
         if color is None:
             color = self.colors[cls]
-        self.label[mask] = cls
+        label, img = self.label[sl], self.img[sl]
+        label[mask] = cls
         col = np.asarray(color, np.float32)
         if shade is None:
-            self.img[mask] = col
+            img[mask] = col
         else:
-            self.img[mask] = np.clip(col[None, :] * (1.0 + shade[mask][:, None]), 0, 1)
+            img[mask] = np.clip(col[None, :] * (1.0 + shade[mask][:, None]), 0, 1)
 
 
 def _render(rng, h, w, style):
@@ -152,17 +161,19 @@ def _render(rng, h, w, style):
             bw = rng.uniform(0.06, 0.2) * w
             top = rng.uniform(0.02, 0.85) * horizon
             xa, xb = sorted((x, x + sgn * bw))
-            m = (xx >= xa) & (xx < xb) & (yy >= top) & (yy < ground_y(xx, x0))
+            sl = (slice(max(int(top), 0), h), slice(max(int(xa), 0), min(int(np.ceil(xb)) + 1, w)))
+            Y, X = yy[sl], xx[sl]
+            m = (X >= xa) & (X < xb) & (Y >= top) & (Y < ground_y(X, x0))
             kind = rng.random()
             if kind < 0.75:
-                shade = rng.uniform(-0.15, 0.15) - 0.35 * tex * win
-                cv.paint(m, BUILDING, shade=np.broadcast_to(np.float32(0), (h, w)) + shade)
+                shade = rng.uniform(-0.15, 0.15) - 0.35 * tex * win[sl]
+                cv.paint(m, BUILDING, shade=shade, sl=sl)
             elif kind < 0.88:
-                m &= yy > horizon - rng.uniform(0.05, 0.2) * h
-                cv.paint(m, WALL, shade=0.1 * tex * _smooth_noise(rng, h, w, 3))
+                m &= Y > horizon - rng.uniform(0.05, 0.2) * h
+                cv.paint(m, WALL, shade=0.1 * tex * _smooth_noise(rng, X.shape[0], X.shape[1], 3), sl=sl)
             else:
-                m &= yy > horizon - rng.uniform(0.05, 0.15) * h
-                cv.paint(m & ((xx % 6) < 2), FENCE)
+                m &= Y > horizon - rng.uniform(0.05, 0.15) * h
+                cv.paint(m & ((X % 6) < 2), FENCE, sl=sl)
             x += sgn * bw
     # objects on the ground plane, far to near: depth d in (0.03, 1]
     objects = []
@@ -180,53 +191,57 @@ def _render(rng, h, w, style):
         s = d * (h - horizon)  # pixels per unit height at that depth
         if kind == "car":
             cx = vx + (rng.uniform(road_l, road_r) - vx) * d
+            Y, X, sl = cv.window(cx, gy, s)
             cw, ch = 1.0 * s, 0.5 * s
-            body = (np.abs(xx - cx) < cw / 2) & (yy < gy) & (yy > gy - ch * 0.6)
-            roof = (np.abs(xx - cx) < cw * 0.32) & (yy <= gy - ch * 0.6) & (yy > gy - ch)
+            body = (np.abs(X - cx) < cw / 2) & (Y < gy) & (Y > gy - ch * 0.6)
+            roof = (np.abs(X - cx) < cw * 0.32) & (Y <= gy - ch * 0.6) & (Y > gy - ch)
             paint = np.clip(cv.colors[CAR] + rng.normal(0, 0.12, 3), 0, 1)
-            cv.paint(body | roof, CAR, color=paint)
-            glass = roof & (np.abs(xx - cx) < cw * 0.26) & (yy > gy - ch * 0.92)
-            cv.paint(glass, CAR, color=paint * 0.35)
+            cv.paint(body | roof, CAR, color=paint, sl=sl)
+            glass = roof & (np.abs(X - cx) < cw * 0.26) & (Y > gy - ch * 0.92)
+            cv.paint(glass, CAR, color=paint * 0.35, sl=sl)
             for wx in (cx - cw * 0.3, cx + cw * 0.3):
-                wheel = ((xx - wx) ** 2 + (yy - gy + ch * 0.05) ** 2) < (ch * 0.18) ** 2
-                cv.paint(wheel, CAR, color=(0.05, 0.05, 0.05))
+                wheel = ((X - wx) ** 2 + (Y - gy + ch * 0.05) ** 2) < (ch * 0.18) ** 2
+                cv.paint(wheel, CAR, color=(0.05, 0.05, 0.05), sl=sl)
         elif kind == "person":
             sgn = rng.choice((-1, 1))
             x0 = (road_l - rng.uniform(0.1, 0.9) * side) if sgn < 0 else (road_r + rng.uniform(0.1, 0.9) * side)
             cx = vx + (x0 - vx) * d
+            Y, X, sl = cv.window(cx, gy, s)
             ph = 0.8 * s
-            body = (np.abs(xx - cx) < ph * 0.13) & (yy < gy - ph * 0.45) & (yy > gy - ph * 0.82)
-            legs = (np.abs(np.abs(xx - cx) - ph * 0.06) < ph * 0.045) & (yy <= gy) & (yy >= gy - ph * 0.45)
-            head = ((xx - cx) ** 2 + (yy - gy + ph * 0.9) ** 2) < (ph * 0.09) ** 2
+            body = (np.abs(X - cx) < ph * 0.13) & (Y < gy - ph * 0.45) & (Y > gy - ph * 0.82)
+            legs = (np.abs(np.abs(X - cx) - ph * 0.06) < ph * 0.045) & (Y <= gy) & (Y >= gy - ph * 0.45)
+            head = ((X - cx) ** 2 + (Y - gy + ph * 0.9) ** 2) < (ph * 0.09) ** 2
             shirt = np.clip(cv.colors[PERSON] + rng.normal(0, 0.15, 3), 0, 1)
-            cv.paint(body, PERSON, color=shirt)
-            cv.paint(legs, PERSON, color=shirt * 0.4)
-            cv.paint(head, PERSON, color=np.clip(np.array([0.85, 0.65, 0.5]) + rng.normal(0, 0.05, 3), 0, 1))
+            cv.paint(body, PERSON, color=shirt, sl=sl)
+            cv.paint(legs, PERSON, color=shirt * 0.4, sl=sl)
+            cv.paint(head, PERSON, color=np.clip(np.array([0.85, 0.65, 0.5]) + rng.normal(0, 0.05, 3), 0, 1), sl=sl)
         elif kind == "pole":
             x0 = rng.choice((road_l - 0.1 * side, road_r + 0.1 * side))
             cx = vx + (x0 - vx) * d
+            Y, X, sl = cv.window(cx, gy, s)
             ph = 1.6 * s
-            pole = (np.abs(xx - cx) < max(0.02 * s, 0.6)) & (yy <= gy) & (yy > gy - ph)
-            cv.paint(pole, POLE)
+            pole = (np.abs(X - cx) < max(0.02 * s, 0.6)) & (Y <= gy) & (Y > gy - ph)
+            cv.paint(pole, POLE, sl=sl)
             if rng.random() < 0.6:
                 r = 0.1 * s
-                sign = ((xx - cx) ** 2 + (yy - gy + ph * 0.85) ** 2) < r * r
-                cv.paint(sign, SIGN)
-                cv.paint(sign & (np.abs(yy - gy + ph * 0.85) < r * 0.25), SIGN, color=(0.95, 0.95, 0.95))
+                sign = ((X - cx) ** 2 + (Y - gy + ph * 0.85) ** 2) < r * r
+                cv.paint(sign, SIGN, sl=sl)
+                cv.paint(sign & (np.abs(Y - gy + ph * 0.85) < r * 0.25), SIGN, color=(0.95, 0.95, 0.95), sl=sl)
             else:
-                box = (np.abs(xx - cx) < 0.06 * s) & (np.abs(yy - gy + ph * 0.9) < 0.14 * s)
-                cv.paint(box, LIGHT)
-                lamp = ((xx - cx) ** 2 + (yy - gy + ph * (0.9 - 0.1 * rng.integers(-1, 2)) / 1.0) ** 2) < (0.04 * s) ** 2
-                cv.paint(lamp & box, LIGHT, color=((0.9, 0.1, 0.1), (0.95, 0.8, 0.1), (0.1, 0.9, 0.3))[rng.integers(3)])
+                box = (np.abs(X - cx) < 0.06 * s) & (np.abs(Y - gy + ph * 0.9) < 0.14 * s)
+                cv.paint(box, LIGHT, sl=sl)
+                lamp = ((X - cx) ** 2 + (Y - gy + ph * (0.9 - 0.1 * rng.integers(-1, 2)) / 1.0) ** 2) < (0.04 * s) ** 2
+                cv.paint(lamp & box, LIGHT, color=((0.9, 0.1, 0.1), (0.95, 0.8, 0.1), (0.1, 0.9, 0.3))[rng.integers(3)], sl=sl)
         else:  # tree: trunk and crown, both vegetation
             x0 = rng.choice((road_l - rng.uniform(0.5, 1.0) * side, road_r + rng.uniform(0.5, 1.0) * side))
             cx = vx + (x0 - vx) * d
+            Y, X, sl = cv.window(cx, gy, s)
             th = 1.8 * s
-            trunk = (np.abs(xx - cx) < 0.05 * s) & (yy <= gy) & (yy > gy - th * 0.6)
-            crown = (((xx - cx) / (0.5 * s)) ** 2 + ((yy - gy + th * 0.75) / (0.4 * s)) ** 2) < 1
-            leaves = 0.3 * tex * _smooth_noise(rng, h, w, 2)
-            cv.paint(trunk, VEGETATION, color=(0.35, 0.25, 0.15))
-            cv.paint(crown, VEGETATION, shade=leaves)
+            trunk = (np.abs(X - cx) < 0.05 * s) & (Y <= gy) & (Y > gy - th * 0.6)
+            crown = (((X - cx) / (0.5 * s)) ** 2 + ((Y - gy + th * 0.75) / (0.4 * s)) ** 2) < 1
+            leaves = 0.3 * tex * _smooth_noise(rng, X.shape[0], X.shape[1], 2)
+            cv.paint(trunk, VEGETATION, color=(0.35, 0.25, 0.15), sl=sl)
+            cv.paint(crown, VEGETATION, shade=leaves, sl=sl)
     # camera: lighting gradient, white balance, gamma, blur, noise
     img = cv.img
     if style["light"] > 0:
