@@ -76,12 +76,16 @@ class DaliLoader(LoaderBase):
                     lab = lab.gpu()
             mirror = 0
             if mode == "train":
-                scaled = fn.external_source(name="scaled", dtype=types.FLOAT)
-                anchor = fn.external_source(name="anchor", dtype=types.INT32)
+                # resize only the crop window: the ROI in input pixels that maps
+                # onto the kept part of the scaled image, then pad to `size`
+                out_hw = fn.external_source(name="out_hw", dtype=types.FLOAT)
+                roi_start = fn.external_source(name="roi_start", dtype=types.FLOAT)
+                roi_end = fn.external_source(name="roi_end", dtype=types.FLOAT)
                 mirror = fn.external_source(name="flip", dtype=types.INT32)
-                shape = fn.constant(idata=list(size))
-                img = fn.resize(img, size=scaled, dtype=types.FLOAT, antialias=False)
-                img = fn.slice(img, anchor, shape, axes=[0, 1], out_of_bounds_policy="pad", fill_values=0.0)
+                img = fn.resize(img, size=out_hw, roi_start=roi_start, roi_end=roi_end, roi_relative=False,
+                                dtype=types.FLOAT, antialias=False)
+                img = fn.slice(img, fn.constant(idata=[0, 0]), fn.constant(idata=list(size)), axes=[0, 1],
+                               out_of_bounds_policy="pad", fill_values=0.0)
             elif mode == "resize":
                 img = fn.resize(img, size=list(size), dtype=types.FLOAT, antialias=False)
             img = fn.crop_mirror_normalize(img, mirror=mirror, mean=mean, std=std, output_layout="CHW",
@@ -101,8 +105,14 @@ class DaliLoader(LoaderBase):
         labels = [lab for _, _, lab in loaded]
         if self.mode == "train":
             params = [self.aug(epoch, i, hw) for i, hw in zip(indices, sizes)]
-            feed["scaled"] = [np.asarray(p.scaled, np.float32) for p in params]
-            feed["anchor"] = [np.asarray(p.anchor, np.int32) for p in params]
+            out_hw, start, end = [], [], []
+            for p, (h, w) in zip(params, sizes):
+                (sh, sw), (y, x) = p.scaled, p.anchor
+                oh, ow = min(self.size[0], sh - y), min(self.size[1], sw - x)
+                out_hw.append(np.asarray([oh, ow], np.float32))
+                start.append(np.asarray([y * h / sh, x * w / sw], np.float32))
+                end.append(np.asarray([(y + oh) * h / sh, (x + ow) * w / sw], np.float32))
+            feed["out_hw"], feed["roi_start"], feed["roi_end"] = out_hw, start, end
             feed["flip"] = [np.asarray(int(p.flip), np.int32) for p in params]
             if self.dataset.has_labels:
                 labels = [crop_nearest(lab, p.scaled, p.anchor, self.size, p.flip) for lab, p in zip(labels, params)]
