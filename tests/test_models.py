@@ -73,8 +73,8 @@ def test_real_forward_and_backward_at_odd_size(deeplab):
         assert deeplab(x).shape == (1, 19, 9, 13)
     fcn = models.build("fcn8s_vgg16", num_classes=5).eval()
     with torch.no_grad():
-        out = fcn(x)
-    assert out.shape == (1, 5, 65, 97) and torch.isfinite(out).all()
+        out = fcn(x[:, :, :17, :23])
+    assert out.shape == (1, 5, 17, 23) and torch.isfinite(out).all()
     small = models.build("small_deeplab", num_classes=4)
     out = small(torch.randn(2, 3, 37, 53))
     assert out.shape == (2, 4, 5, 7)

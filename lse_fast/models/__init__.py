@@ -122,7 +122,8 @@ def _read_state_dict(source):
         except Exception as e:  # noqa: BLE001 - re-raised with the path
             raise RuntimeError(
                 f"lse_fast.models.load_checkpoint: cannot read {where} as a PyTorch state dict "
-                f"(torch.load(weights_only=True) failed: {e})"
+                f"(torch.load(weights_only=True) failed: {e}). If the file holds more than tensors and you "
+                "trust it, load it yourself with torch.load(path, weights_only=False) and pass the state dict"
             ) from e
     else:
         state = source
