@@ -23,6 +23,10 @@ def _model_device(model):
     return torch.device("cpu")
 
 
+def _describe(value):
+    return f"shape {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
 def _unpack(batch, index):
     if isinstance(batch, dict):
         if "image" not in batch:
@@ -93,12 +97,12 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
             for i, batch in enumerate(loader):
                 image, label = _unpack(batch, i)
                 if not isinstance(image, torch.Tensor) or image.dim() != 4:
-                    raise ValueError(f"{_NAME}: 'image' of batch {i} must be a [N, 3, H, W] tensor, got "
-                                     f"{list(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
+                    raise ValueError(f"{_NAME}: 'image' of batch {i} must be a [N, 3, H, W] tensor, got {_describe(image)}")
                 if not isinstance(label, torch.Tensor) or label.dim() != 3 or label.shape[0] != image.shape[0]:
-                    raise ValueError(f"{_NAME}: 'label' of batch {i} must be a [N, H, W] tensor matching the "
-                                     f"{image.shape[0]} images, got "
-                                     f"{list(label.shape) if isinstance(label, torch.Tensor) else type(label).__name__}")
+                    raise ValueError(
+                        f"{_NAME}: 'label' of batch {i} must be a [N, H, W] tensor matching the {image.shape[0]} "
+                        f"images, got {_describe(label)}"
+                    )
                 image = image.to(device, non_blocking=True)
                 label = label.to(device, non_blocking=True)
                 if autocast:

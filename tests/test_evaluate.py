@@ -143,3 +143,13 @@ def test_cuda_matches_cpu():
     assert (gpu["confusion"] - cpu["confusion"]).abs().sum() <= 10  # conv rounding may flip a near-tie
     gpu16 = evaluate(model, loader, autocast=True)
     assert abs(gpu16["pixel_accuracy"] - cpu["pixel_accuracy"]) < 0.02
+
+
+def test_bad_batches():
+    model = Stride4(4)
+    with pytest.raises(ValueError, match=r"'image' of batch 0 must be a \[N, 3, H, W\] tensor, got shape \[3, 8, 8\]"):
+        evaluate(model, [{"image": torch.zeros(3, 8, 8), "label": torch.zeros(1, 8, 8, dtype=torch.long)}], num_classes=4)
+    with pytest.raises(ValueError, match=r"'label' of batch 0 must be a \[N, H, W\] tensor matching the 2 images"):
+        evaluate(model, [{"image": torch.zeros(2, 3, 8, 8), "label": torch.zeros(8, 8, dtype=torch.long)}], num_classes=4)
+    with pytest.raises(ValueError, match="must yield dicts"):
+        evaluate(model, [torch.zeros(2, 3, 8, 8)], num_classes=4)
