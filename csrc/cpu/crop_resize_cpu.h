@@ -10,25 +10,6 @@
 
 namespace lse::cpu {
 
-// An [N, C, H, W] tensor with arbitrary element strides.
-struct CropImage {
-  int64_t n = 0, c = 0, h = 0, w = 0;
-  int64_t stride_n = 0, stride_c = 0, stride_h = 0, stride_w = 0;
-};
-
-// Boxes: K rows (batch_index, x1, y1, x2, y2), already validated.
-struct CropBoxes {
-  const float* data = nullptr;
-  int64_t k = 0;
-  LSE_HD int64_t image(int64_t i) const { return static_cast<int64_t>(data[5 * i]); }
-  LSE_HD CropAxis x_axis(int64_t i, int64_t out, int64_t limit, bool align) const {
-    return make_crop_axis(data[5 * i + 1], data[5 * i + 3], out, limit, align);
-  }
-  LSE_HD CropAxis y_axis(int64_t i, int64_t out, int64_t limit, bool align) const {
-    return make_crop_axis(data[5 * i + 2], data[5 * i + 4], out, limit, align);
-  }
-};
-
 // Taps of every box along both output axes, element offsets premultiplied
 // by the input strides. Bilinear uses (off0, off1, l1); nearest uses off0.
 struct AxisTaps {

@@ -71,15 +71,15 @@ inline CropMode check_crop_resize_input(const at::Tensor& input, int64_t mode) {
   return static_cast<CropMode>(mode);
 }
 
-inline cpu::CropImage crop_image(const at::Tensor& t) {
-  cpu::CropImage g;
+inline CropImage crop_image(const at::Tensor& t) {
+  CropImage g;
   g.n = t.size(0), g.c = t.size(1), g.h = t.size(2), g.w = t.size(3);
   g.stride_n = t.stride(0), g.stride_c = t.stride(1), g.stride_h = t.stride(2), g.stride_w = t.stride(3);
   return g;
 }
 
-inline cpu::CropImage contiguous_image(at::IntArrayRef sizes) {
-  cpu::CropImage g;
+inline CropImage contiguous_image(at::IntArrayRef sizes) {
+  CropImage g;
   g.n = sizes[0], g.c = sizes[1], g.h = sizes[2], g.w = sizes[3];
   g.stride_w = 1, g.stride_h = g.w, g.stride_c = g.h * g.w, g.stride_n = g.c * g.h * g.w;
   return g;

@@ -24,7 +24,7 @@ struct TapTables {
   }
 };
 
-TapTables make_taps(const cpu::CropBoxes& boxes, const cpu::CropImage& g, int64_t oh, int64_t ow,
+TapTables make_taps(const CropBoxes& boxes, const CropImage& g, int64_t oh, int64_t ow,
                     CropMode mode, bool align_corners) {
   TapTables t(boxes.k, oh, ow);
   if (mode == CropMode::Nearest) {
@@ -39,7 +39,7 @@ TapTables make_taps(const cpu::CropBoxes& boxes, const cpu::CropImage& g, int64_
 int64_t row_grain(int64_t c, int64_t ow) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, c * ow)); }
 
 template <typename T>
-void bilinear_kernel_impl(const T* in, const cpu::CropImage& g, const cpu::CropBoxes& boxes,
+void bilinear_kernel_impl(const T* in, const CropImage& g, const CropBoxes& boxes,
                           int64_t oh, int64_t ow, const TapTables& taps, T* out) {
   at::parallel_for(0, boxes.k * oh, row_grain(g.c, ow), [&](int64_t begin, int64_t end) {
     cpu::crop_bilinear_cpu(in, g, boxes, oh, ow, taps.rows, taps.cols, out, begin, end);
@@ -47,7 +47,7 @@ void bilinear_kernel_impl(const T* in, const cpu::CropImage& g, const cpu::CropB
 }
 
 template <typename E>
-void nearest_kernel_impl(const void* in, const cpu::CropImage& g, const cpu::CropBoxes& boxes,
+void nearest_kernel_impl(const void* in, const CropImage& g, const CropBoxes& boxes,
                          int64_t oh, int64_t ow, const TapTables& taps, void* out) {
   at::parallel_for(0, boxes.k * oh, row_grain(g.c, ow), [&](int64_t begin, int64_t end) {
     cpu::crop_nearest_cpu(static_cast<const E*>(in), g, boxes, oh, ow, taps.rows, taps.cols,
@@ -66,8 +66,8 @@ at::Tensor crop_resize_kernel(const at::Tensor& input, const at::Tensor& boxes, 
   at::Tensor out = empty_for_overwrite({k, c, oh, ow}, input.options());
   if (out.numel() == 0) return out;
 
-  const cpu::CropImage g = crop_image(input);
-  const cpu::CropBoxes bx{host_boxes.const_data_ptr<float>(), k};
+  const CropImage g = crop_image(input);
+  const CropBoxes bx{host_boxes.const_data_ptr<float>(), k};
   const TapTables taps = make_taps(bx, g, oh, ow, mode, align_corners);
   if (mode == CropMode::Nearest) {
     switch (input.element_size()) {
@@ -98,7 +98,7 @@ at::Tensor crop_resize_kernel(const at::Tensor& input, const at::Tensor& boxes, 
 }
 
 template <typename T, typename A>
-void backward_kernel_impl(const T* grad_out, const cpu::CropImage& g, int64_t oh, int64_t ow,
+void backward_kernel_impl(const T* grad_out, const CropImage& g, int64_t oh, int64_t ow,
                           CropMode mode, const TapTables& taps, const std::vector<int64_t>& order,
                           const std::vector<int64_t>& first, A* grad_in) {
   // Planes per task: about 64K gradient elements scattered (small inputs run inline).
@@ -129,8 +129,8 @@ at::Tensor crop_resize_backward_kernel(const at::Tensor& grad, const at::Tensor&
   if (grad.numel() == 0 || grad_in.numel() == 0) return grad_in.to(dt);
 
   const at::Tensor go = grad.contiguous();
-  const cpu::CropImage g = contiguous_image(input_size);
-  const cpu::CropBoxes bx{host_boxes.const_data_ptr<float>(), k};
+  const CropImage g = contiguous_image(input_size);
+  const CropBoxes bx{host_boxes.const_data_ptr<float>(), k};
   const CropMode mode = static_cast<CropMode>(mode_code);
   const TapTables taps = make_taps(bx, g, oh, ow, mode, align_corners);
   // Boxes grouped by image, in box order within an image.
