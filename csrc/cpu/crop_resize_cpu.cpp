@@ -14,19 +14,6 @@ namespace {
 template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
 
-LSE_HD float load(float x) { return x; }
-LSE_HD float load(half_t x) { return to_float(x); }
-LSE_HD float load(bfloat16_t x) { return to_float(x); }
-LSE_HD double load(double x) { return x; }
-
-template <typename T, typename A> LSE_HD T store(A x) {
-  if constexpr (std::is_same_v<T, double>) {
-    return x;
-  } else {
-    return from_float<T>(static_cast<float>(x));
-  }
-}
-
 // One output row of one channel: F.interpolate's arithmetic,
 // l0y * (l0x * a + l1x * b) + l1y * (l0x * c + l1x * d).
 template <typename T>
@@ -36,9 +23,9 @@ LSE_HD void bilinear_row_body(const T* r0, const T* r1, float ly, const int64_t*
   const A l1y = ly, l0y = A(1) - A(ly);
   for (int64_t ox = 0; ox < ow; ++ox) {
     const A l1x = lx[ox], l0x = A(1) - A(lx[ox]);
-    const A top = l0x * A(load(r0[x0[ox]])) + l1x * A(load(r0[x1[ox]]));
-    const A bottom = l0x * A(load(r1[x0[ox]])) + l1x * A(load(r1[x1[ox]]));
-    out[ox] = store<T, A>(l0y * top + l1y * bottom);
+    const A top = l0x * A(to_acc(r0[x0[ox]])) + l1x * A(to_acc(r0[x1[ox]]));
+    const A bottom = l0x * A(to_acc(r1[x0[ox]])) + l1x * A(to_acc(r1[x1[ox]]));
+    out[ox] = from_acc<T>(l0y * top + l1y * bottom);
   }
 }
 
@@ -147,13 +134,13 @@ void crop_resize_backward_cpu(const T* grad_out, const CropImage& g, int64_t oh,
         const T* go = src + oy * ow;
         A* d0 = dst + rows.off0[r];
         if (nearest) {
-          for (int64_t ox = 0; ox < ow; ++ox) d0[x0[ox]] += A(load(go[ox]));
+          for (int64_t ox = 0; ox < ow; ++ox) d0[x0[ox]] += A(to_acc(go[ox]));
           continue;
         }
         A* d1 = dst + rows.off1[r];
         const A l1y = rows.l1[r], l0y = A(1) - A(rows.l1[r]);
         for (int64_t ox = 0; ox < ow; ++ox) {
-          const A v = A(load(go[ox]));
+          const A v = A(to_acc(go[ox]));
           const A l1x = lx[ox], l0x = A(1) - A(lx[ox]);
           d0[x0[ox]] += l0y * l0x * v;
           d0[x1[ox]] += l0y * l1x * v;

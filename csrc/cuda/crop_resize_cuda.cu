@@ -10,24 +10,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename T>
-__device__ __forceinline__ auto load(T x) {
-  if constexpr (std::is_same_v<T, double>) {
-    return x;
-  } else {
-    return to_float(x);
-  }
-}
-
-template <typename T, typename A>
-__device__ __forceinline__ T store_as(A v) {
-  if constexpr (std::is_same_v<T, double>) {
-    return v;
-  } else {
-    return from_float<T>(v);
-  }
-}
-
 unsigned int blocks_for(int64_t count) {
   return static_cast<unsigned int>((count + kThreads - 1) / kThreads);
 }
@@ -47,9 +29,9 @@ __global__ void __launch_bounds__(kThreads)
   const T* r1 = plane + ty.i1 * g.stride_h;
   const int64_t x0 = tx.i0 * g.stride_w, x1 = tx.i1 * g.stride_w;
   const A l1y = ty.l1, l0y = A(1) - A(ty.l1), l1x = tx.l1, l0x = A(1) - A(tx.l1);
-  const A top = l0x * A(load(r0[x0])) + l1x * A(load(r0[x1]));
-  const A bottom = l0x * A(load(r1[x0])) + l1x * A(load(r1[x1]));
-  out[i] = store_as<T, A>(l0y * top + l1y * bottom);
+  const A top = l0x * A(to_acc(r0[x0])) + l1x * A(to_acc(r0[x1]));
+  const A bottom = l0x * A(to_acc(r1[x0])) + l1x * A(to_acc(r1[x1]));
+  out[i] = from_acc<T>(l0y * top + l1y * bottom);
 }
 
 template <typename E>
@@ -73,7 +55,7 @@ __global__ void __launch_bounds__(kThreads)
   if (i >= total) return;
   const int64_t ox = i % ow, oy = (i / ow) % oh, c = (i / (ow * oh)) % g.c, k = i / (ow * oh * g.c);
   A* plane = grad_in + boxes.image(k) * g.stride_n + c * g.stride_c;
-  const A v = A(load(grad_out[i]));
+  const A v = A(to_acc(grad_out[i]));
   if (nearest) {
     const int64_t y = nearest_tap(boxes.y_axis(k, oh, g.h, false), oy);
     const int64_t x = nearest_tap(boxes.x_axis(k, ow, g.w, false), ox);

@@ -71,6 +71,30 @@ inline CropMode check_crop_resize_input(const at::Tensor& input, int64_t mode) {
   return static_cast<CropMode>(mode);
 }
 
+// Checks of crop_resize_backward; returns the validated host boxes.
+inline at::Tensor check_crop_backward_input(const at::Tensor& grad, const at::Tensor& boxes,
+                                            at::IntArrayRef input_size, int64_t mode,
+                                            at::DeviceType device_type) {
+  const char* op = "crop_resize_backward";
+  LSE_CHECK_ARG(op, input_size.size() == 4, "input_size", "must be [N, C, H, W], got ", input_size);
+  LSE_CHECK_DIM(op, grad, 4, "[K, C, oh, ow]");
+  LSE_CHECK_DEVICE(op, grad, device_type);
+  LSE_CHECK_ARG(op, mode == 0 || mode == 1, "mode", "code must be 0 or 1, got ", mode);
+  const auto dt = grad.scalar_type();
+  LSE_CHECK_ARG(op, dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
+                "grad", "must be floating point, got ", dt);
+  at::Tensor host = checked_host_boxes(op, boxes, grad.device(), input_size[0], input_size[2], input_size[3]);
+  LSE_CHECK_ARG(op, grad.size(0) == host.size(0) && grad.size(1) == input_size[1], "grad",
+                "must have shape [K, C, oh, ow] = [", host.size(0), ", ", input_size[1],
+                ", oh, ow], got ", grad.sizes());
+  return host;
+}
+
+// The gradient accumulator: float32, or float64 for float64 gradients.
+inline at::Tensor zeroed_grad_accumulator(const at::Tensor& grad, at::IntArrayRef input_size) {
+  return at::zeros(input_size, grad.options().dtype(grad.scalar_type() == at::kDouble ? at::kDouble : at::kFloat));
+}
+
 inline CropImage crop_image(const at::Tensor& t) {
   CropImage g;
   g.n = t.size(0), g.c = t.size(1), g.h = t.size(2), g.w = t.size(3);

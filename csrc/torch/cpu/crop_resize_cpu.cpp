@@ -112,20 +112,10 @@ void backward_kernel_impl(const T* grad_out, const CropImage& g, int64_t oh, int
 
 at::Tensor crop_resize_backward_kernel(const at::Tensor& grad, const at::Tensor& boxes,
                                        at::IntArrayRef input_size, int64_t mode_code, bool align_corners) {
-  const char* op = "crop_resize_backward";
-  LSE_CHECK_ARG(op, input_size.size() == 4, "input_size", "must be [N, C, H, W], got ", input_size);
-  LSE_CHECK_DIM(op, grad, 4, "[K, C, oh, ow]");
-  LSE_CHECK_DEVICE(op, grad, at::kCPU);
-  LSE_CHECK_ARG(op, mode_code == 0 || mode_code == 1, "mode", "code must be 0 or 1, got ", mode_code);
-  const auto dt = grad.scalar_type();
-  LSE_CHECK_ARG(op, dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
-                "grad", "must be floating point, got ", dt);
-  const at::Tensor host_boxes = checked_host_boxes(op, boxes, grad.device(), input_size[0], input_size[2], input_size[3]);
+  const at::Tensor host_boxes = check_crop_backward_input(grad, boxes, input_size, mode_code, at::kCPU);
   const int64_t k = host_boxes.size(0), oh = grad.size(2), ow = grad.size(3);
-  LSE_CHECK_ARG(op, grad.size(0) == k && grad.size(1) == input_size[1], "grad", "must have shape [K, C, oh, ow] = [",
-                k, ", ", input_size[1], ", oh, ow], got ", grad.sizes());
-  const auto acc = dt == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor grad_in = at::zeros(input_size, grad.options().dtype(acc));
+  const auto dt = grad.scalar_type();
+  at::Tensor grad_in = zeroed_grad_accumulator(grad, input_size);
   if (grad.numel() == 0 || grad_in.numel() == 0) return grad_in.to(dt);
 
   const at::Tensor go = grad.contiguous();

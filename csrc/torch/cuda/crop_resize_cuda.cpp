@@ -52,19 +52,11 @@ at::Tensor crop_resize_cuda_kernel(const at::Tensor& input, const at::Tensor& bo
 at::Tensor crop_resize_backward_cuda_kernel(const at::Tensor& grad, const at::Tensor& boxes,
                                             at::IntArrayRef input_size, int64_t mode_code, bool align_corners) {
   const char* op = "crop_resize_backward";
-  LSE_CHECK_ARG(op, input_size.size() == 4, "input_size", "must be [N, C, H, W], got ", input_size);
-  LSE_CHECK_DIM(op, grad, 4, "[K, C, oh, ow]");
-  LSE_CHECK_DEVICE(op, grad, at::kCUDA);
-  LSE_CHECK_ARG(op, mode_code == 0 || mode_code == 1, "mode", "code must be 0 or 1, got ", mode_code);
-  const auto dt = grad.scalar_type();
-  LSE_CHECK_ARG(op, dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble, "grad",
-                "must be floating point, got ", dt);
   const c10::cuda::CUDAGuard guard(grad.device());
-  const at::Tensor host_boxes = checked_host_boxes(op, boxes, grad.device(), input_size[0], input_size[2], input_size[3]);
+  const at::Tensor host_boxes = check_crop_backward_input(grad, boxes, input_size, mode_code, at::kCUDA);
   const int64_t k = host_boxes.size(0), oh = grad.size(2), ow = grad.size(3);
-  LSE_CHECK_ARG(op, grad.size(0) == k && grad.size(1) == input_size[1], "grad", "must have shape [K, C, oh, ow] = [",
-                k, ", ", input_size[1], ", oh, ow], got ", grad.sizes());
-  at::Tensor grad_in = at::zeros(input_size, grad.options().dtype(dt == at::kDouble ? at::kDouble : at::kFloat));
+  const auto dt = grad.scalar_type();
+  at::Tensor grad_in = zeroed_grad_accumulator(grad, input_size);
   if (grad.numel() == 0 || grad_in.numel() == 0) return grad_in.to(dt);
   const at::Tensor go = grad.contiguous();
   const at::Tensor dev_boxes = device_boxes(boxes, host_boxes, grad.device());
