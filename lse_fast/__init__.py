@@ -9,8 +9,19 @@ from lse_fast._extension import built_with_cuda, load_extension
 
 load_extension()
 
-from lse_fast import ops, reference  # noqa: E402  (needs the extension loaded)
-from lse_fast.ops import FocalCELoss, Scores, focal_ce_loss, score  # noqa: E402
+from lse_fast import ops, patches, reference  # noqa: E402  (needs the extension loaded)
+from lse_fast.ops import FocalCELoss, Scores, crop_pseudo_labels, crop_resize, focal_ce_loss, score  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["FocalCELoss", "Scores", "built_with_cuda", "focal_ce_loss", "ops", "reference", "score"]
+__all__ = [
+    "FocalCELoss",
+    "Scores",
+    "built_with_cuda",
+    "crop_pseudo_labels",
+    "crop_resize",
+    "focal_ce_loss",
+    "ops",
+    "patches",
+    "reference",
+    "score",
+]

@@ -65,4 +65,9 @@ LSE_HD float log_ge1(float s) {
   return (u + tail) + er * kLn2Hi;
 }
 
+// log(x) for any positive normal float x: log_ge1's decomposition
+// x = 2^e * m holds for every normal x, e negative included. Subnormals,
+// zero and negatives are outside its domain.
+LSE_HD float log_normal(float x) { return log_ge1(x); }
+
 }  // namespace lse

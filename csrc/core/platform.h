@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define LSE_HD __host__ __device__ __forceinline__
@@ -121,5 +122,21 @@ LSE_HD bfloat16_t from_float<bfloat16_t>(float x) { return bfloat16_t{float_to_b
 // Element types a kernel may be launched with; the torch glue maps
 // ScalarType onto this so the launchers stay torch-free.
 enum class FloatKind : int { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3 };
+
+// Kernels accumulate in double for double data and in float otherwise:
+// to_acc widens a stored element, from_acc<T> rounds an accumulator back.
+LSE_HD double to_acc(double x) { return x; }
+LSE_HD float to_acc(float x) { return x; }
+LSE_HD float to_acc(half_t x) { return to_float(x); }
+LSE_HD float to_acc(bfloat16_t x) { return to_float(x); }
+
+template <typename T, typename A>
+LSE_HD T from_acc(A x) {
+  if constexpr (std::is_same_v<T, double>) {
+    return x;
+  } else {
+    return from_float<T>(static_cast<float>(x));
+  }
+}
 
 }  // namespace lse

@@ -15,24 +15,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr unsigned kFullMask = 0xffffffffu;
 
-template <typename T>
-__device__ __forceinline__ auto load(const T* p) {
-  if constexpr (std::is_same_v<T, double>) {
-    return *p;
-  } else {
-    return to_float(*p);
-  }
-}
-
-template <typename T, typename A>
-__device__ __forceinline__ T store_as(A v) {
-  if constexpr (std::is_same_v<T, double>) {
-    return v;
-  } else {
-    return from_float<T>(v);
-  }
-}
-
 template <typename V>
 __device__ __forceinline__ V block_sum(V v, V* shared /* [kThreads / 32] */) {
 #pragma unroll
@@ -85,16 +67,16 @@ __global__ void __launch_bounds__(kThreads)
     const T* x = logits + n * g.stride_n + g.pixel_offset(q);
     const int32_t cls = focal_class(target[gp], ignore_index, g.c);
 
-    A m = load(x), xt = m;
+    A m = to_acc(*x), xt = m;
 #pragma unroll 4
     for (int c = 1; c < num_classes; ++c) {
-      const A v = load(x + c * g.stride_c);
+      const A v = to_acc(x[c * g.stride_c]);
       m = v > m ? v : m;
       xt = c == cls ? v : xt;
     }
     A s = A(0);
 #pragma unroll 4
-    for (int c = 0; c < num_classes; ++c) s += exp_nonpos_t(load(x + c * g.stride_c) - m);
+    for (int c = 0; c < num_classes; ++c) s += exp_nonpos_t(to_acc(x[c * g.stride_c]) - m);
     const A log_pt = xt - m - log_ge1_t(s);
     const FocalTerms<A> f = focal_terms<A>(log_pt < A(0) ? log_pt : A(0), gamma, beta);
     const bool is_valid = cls >= 0;
@@ -109,9 +91,9 @@ __global__ void __launch_bounds__(kThreads)
       T* g_out = grad + n * g.c * pixels + q;
 #pragma unroll 4
       for (int c = 0; c < num_classes; ++c) {
-        const A p = exp_nonpos_t(load(x + c * g.stride_c) - m) * inv_s;
+        const A p = exp_nonpos_t(to_acc(x[c * g.stride_c]) - m) * inv_s;
         const A delta = c == cls ? A(1) : A(0);
-        g_out[int64_t{c} * pixels] = store_as<T>(coef * (delta - p));
+        g_out[int64_t{c} * pixels] = from_acc<T>(coef * (delta - p));
       }
     }
   }

@@ -32,5 +32,17 @@ TORCH_LIBRARY(lse_fast, m) {
   m.def(
       "focal_ce_loss(Tensor logits, Tensor target, float gamma, float beta, int ignore_index, "
       "int reduction, bool compute_grad) -> (Tensor loss, Tensor grad_logits)");
+  // mode: 0 bilinear, 1 nearest ("nearest-exact"). boxes float32 [K, 5] on
+  // the CPU or the input's device; output [K, C, oh, ow] contiguous.
+  m.def("crop_resize(Tensor input, Tensor boxes, int[2] size, int mode, bool align_corners) -> Tensor");
+  // Gradient w.r.t. crop_resize's input: [N, C, H, W] contiguous, grad's dtype.
+  m.def(
+      "crop_resize_backward(Tensor grad, Tensor boxes, int[4] input_size, int mode, "
+      "bool align_corners) -> Tensor");
+  // uint8 [K, oh, ow] pseudo-labels of boxes given at image_size from
+  // probabilities at any resolution.
+  m.def(
+      "crop_pseudo_labels(Tensor probs, Tensor boxes, int[2] size, Tensor thresholds, "
+      "int[2] image_size, int ignore_index) -> Tensor");
   m.def("built_with_cuda() -> bool", &built_with_cuda);
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/crop_math.h"
 #include "core/fast_math.h"
 #include "core/focal_math.h"
 #include "core/geometry.h"
@@ -355,6 +356,54 @@ void test_geometry() {
   EXPECT(g.rows == 4 && g.cols == 5 && g.stride_row == 10, "sliced keeps rows");
 }
 
+// log_normal on (0, 1), where crop_pseudo_labels takes -p log p of probabilities.
+void test_log_normal() {
+  double worst = 0.0;
+  float worst_at = 1.0f;
+  for (float x = 1.2e-38f; x < 1.0f; x = std::nextafter(x, 2.0f) + x * 1.0e-4f) {
+    const double want = std::log(static_cast<double>(x));
+    const double err = ulp_error(lse::log_normal(x), want);
+    if (err > worst) worst = err, worst_at = x;
+  }
+  EXPECT(worst <= 2.0, "max error %.2f ulp at x=%.9g", worst, worst_at);
+  EXPECT(lse::entropy_term(0.0f) == 0.0f && lse::entropy_term(1.0f) == 0.0f, "entr(0) = entr(1) = 0");
+  EXPECT(std::fabs(lse::entropy_term(0.5f) - 0.5 * std::log(2.0)) < 1e-7, "entr(0.5)");
+}
+
+// Crop taps of an integer box against the closed forms of F.interpolate on
+// the slice: bilinear src = max(0, (dst + 0.5) * in / out - 0.5) (or
+// dst * (in - 1) / (out - 1) with align_corners) and nearest-exact
+// floor((dst + 0.5) * in / out), away from float rounding ties.
+void test_crop_taps() {
+  for (int in : {1, 2, 7, 37, 256}) {
+    for (int out : {1, 3, 59, 97, 512}) {
+      for (int start : {0, 5}) {
+        for (bool align : {false, true}) {
+          const lse::CropAxis a = lse::make_crop_axis(float(start), float(start + in), out, start + in + 3, align);
+          for (int d = 0; d < out; ++d) {
+            double src = align ? (out > 1 ? d * double(in - 1) / (out - 1) : 0.0) : (d + 0.5) * in / out - 0.5;
+            src = std::max(src, 0.0);
+            const int64_t i0 = std::min<int64_t>(start + static_cast<int64_t>(std::floor(src)), start + in - 1);
+            const lse::LinearTap t = lse::linear_tap(a, d);
+            const double frac = src - std::floor(src);
+            if (frac > 1e-5 && frac < 1 - 1e-5) {
+              EXPECT(t.i0 == i0, "in=%d out=%d start=%d d=%d: i0 %lld != %lld", in, out, start, d,
+                     static_cast<long long>(t.i0), static_cast<long long>(i0));
+              EXPECT(std::fabs(t.l1 - frac) < 1e-4, "lambda %g != %g", t.l1, frac);
+            }
+            EXPECT(t.i1 <= start + in - 1 && t.i0 >= start, "taps stay inside the box");
+            const double exact = (d + 0.5) * in / out;
+            if (!align && exact - std::floor(exact) > 1e-5) {
+              const int64_t want = std::min<int64_t>(start + static_cast<int64_t>(std::floor(exact)), start + in - 1);
+              EXPECT(lse::nearest_tap(a, d) == want, "nearest in=%d out=%d d=%d", in, out, d);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -363,7 +412,8 @@ int main() {
       {"half_conversion", test_half_conversion}, {"score_pixel", test_score_pixel},
       {"geometry", test_geometry},         {"score_cpu_kernel", test_kernel},
       {"float_to_16bit", test_float_to_16bit}, {"focal_terms", test_focal_terms},
-      {"focal_cpu_kernel", test_focal_kernel},
+      {"focal_cpu_kernel", test_focal_kernel}, {"log_normal", test_log_normal},
+      {"crop_taps", test_crop_taps},
   };
   for (const auto& [name, fn] : tests) {
     const int before = g_failures;

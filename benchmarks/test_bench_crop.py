@@ -1,0 +1,114 @@
+"""Batched crop-resize and pseudo-labels from crops at the paper's scale:
+2 images of 512x1024, 8 boxes of 256x512 resized to 512x1024; image (3 ch),
+probabilities (19 ch) and mask. crop_resize against a Python loop of
+F.interpolate (+ torch.cat), crop_pseudo_labels against the reference path
+(full-resolution P, entropy filter, crop-resize, argmax) from stride-8
+probabilities. Reports time, GB/s (output written) and peak extra memory.
+    pytest benchmarks/ --benchmark-only
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmarks.conftest import finish, record, sync
+from benchmarks.memory import peak_extra_mib
+from lse_fast import ops, reference
+from lse_fast.patches import random_boxes
+
+IMAGE = (512, 1024)
+OUT = (512, 1024)
+BOXES_PER_IMAGE = 4
+
+
+def make_inputs(kind, device):
+    gen = torch.Generator().manual_seed(0)
+    n, (h, w) = 2, IMAGE
+    boxes = random_boxes(n, IMAGE, k=BOXES_PER_IMAGE, generator=gen)
+    if kind == "image":
+        x = torch.rand(n, 3, h, w, generator=gen)
+    elif kind == "probs":
+        x = torch.softmax(torch.randn(n, 19, h, w, generator=gen), 1)
+    elif kind == "mask":
+        x = (torch.rand(n, h, w, generator=gen) < 0.7).to(torch.uint8)
+    else:  # stride-8 probabilities for the pseudo-labels
+        x = torch.softmax(torch.randn(n, 19, h // 8, w // 8, generator=gen) * 3, 1)
+    return x.to(device), boxes.to(device)
+
+
+def interpolate_loop(x, boxes, mode):
+    """What a user writes without lse_fast: one F.interpolate per box."""
+    out = []
+    squeeze = x.dim() == 3
+    xs = x[:, None] if squeeze else x
+    for b, x1, y1, x2, y2 in boxes.long().tolist():
+        kw = {"align_corners": False} if mode == "bilinear" else {}
+        out.append(F.interpolate(xs[b : b + 1, :, y1:y2, x1:x2], OUT, mode=mode, **kw))
+    out = torch.cat(out)
+    return out[:, 0] if squeeze else out
+
+
+def crop_fn(kind, provider):
+    mode = "nearest" if kind == "mask" else "bilinear"
+    if provider == "fused":
+        return lambda x, boxes: ops.crop_resize(x, boxes, OUT, mode=mode)
+    return lambda x, boxes: interpolate_loop(x, boxes, "nearest-exact" if mode == "nearest" else mode)
+
+
+def pseudo_fn(provider):
+    thr = torch.full((19,), 0.5)
+    impl = ops.crop_pseudo_labels if provider == "fused" else reference.crop_pseudo_labels
+    return lambda p, boxes: impl(p, boxes, OUT, thr.to(p.device), image_size=IMAGE)
+
+
+@pytest.mark.parametrize("provider", ["fused", "loop"])
+@pytest.mark.parametrize("kind", ["image", "probs", "mask"])
+def test_crop_resize(benchmark, device, kind, provider):
+    x, boxes = make_inputs(kind, device)
+    fn = crop_fn(kind, provider)
+    want = crop_fn(kind, "fused")(x, boxes)
+    got = fn(x, boxes)
+    if kind == "mask":
+        assert (got == want).double().mean() > 0.999
+    else:
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+    nbytes = want.numel() * want.element_size()
+    record(benchmark, device=device, dtype=x.dtype, shape=tuple(want.shape), provider=provider, nbytes=nbytes)
+
+    def run():
+        fn(x, boxes)
+        sync(device)
+
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    finish(benchmark, device, nbytes)
+    if device == "cpu":
+        setup = (
+            "from benchmarks.test_bench_crop import make_inputs, crop_fn\n"
+            f"x, boxes = make_inputs({kind!r}, 'cpu')\nfn = crop_fn({kind!r}, {provider!r})"
+        )
+        benchmark.extra_info["peak_extra_MiB"] = round(peak_extra_mib(setup, "y = fn(x, boxes); del y"), 1)
+        benchmark.extra_info["output_MiB"] = round(nbytes / 2**20, 1)
+
+
+@pytest.mark.parametrize("provider", ["fused", "reference"])
+def test_crop_pseudo_labels(benchmark, device, provider):
+    p, boxes = make_inputs("lowres", device)
+    fn = pseudo_fn(provider)
+    want = pseudo_fn("reference")(p, boxes)
+    got = fn(p, boxes)
+    assert (got.cpu() == want.cpu()).double().mean() >= 0.999
+    nbytes = got.numel()
+    record(benchmark, device=device, dtype=p.dtype, shape=tuple(got.shape), provider=provider, nbytes=nbytes)
+
+    def run():
+        fn(p, boxes)
+        sync(device)
+
+    benchmark.pedantic(run, rounds=3 if provider == "reference" else 5, iterations=1, warmup_rounds=1)
+    finish(benchmark, device, nbytes)
+    if device == "cpu":
+        setup = (
+            "from benchmarks.test_bench_crop import make_inputs, pseudo_fn\n"
+            f"p, boxes = make_inputs('lowres', 'cpu')\nfn = pseudo_fn({provider!r})"
+        )
+        benchmark.extra_info["peak_extra_MiB"] = round(peak_extra_mib(setup, "y = fn(p, boxes); del y"), 1)

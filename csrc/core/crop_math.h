@@ -1,0 +1,123 @@
+// Sampling math of the crop ops, shared by the CPU and CUDA kernels: where
+// output pixel `dst` of a box resized to `out_size` reads its input.
+//
+// A box axis covers the input interval [start, end). For an integer box the
+// taps are exactly those of F.interpolate on the cropped slice (bilinear with
+// either align_corners, and "nearest-exact"); a fractional box shifts them by
+// its fractional start. Taps never leave the pixels the box touches,
+// [floor(start), ceil(end) - 1], as F.interpolate's never leave the slice.
+#pragma once
+
+#include <math.h>
+
+#include <cstdint>
+
+#include "core/fast_math.h"
+#include "core/platform.h"
+
+namespace lse {
+
+struct CropAxis {
+  int64_t lo = 0;      // floor(start): input index of the box's first pixel
+  int64_t hi = 0;      // last input index a tap may read
+  float frac = 0.0f;   // start - lo, in [0, 1)
+  float scale = 0.0f;  // input pixels per output pixel (F.interpolate's scale)
+  bool align_corners = false;
+};
+
+// Requires 0 <= start < end <= limit and out_size >= 1 (the glue checks boxes).
+LSE_HD CropAxis make_crop_axis(float start, float end, int64_t out_size, int64_t limit,
+                               bool align_corners) {
+  CropAxis a;
+  const float lo = floorf(start);
+  a.lo = static_cast<int64_t>(lo);
+  a.frac = start - lo;
+  int64_t top = static_cast<int64_t>(ceilf(end));
+  top = top < limit ? top : limit;
+  a.hi = top - 1;
+  const float extent = end - start;
+  if (align_corners) {
+    a.scale = out_size > 1 ? (extent - 1.0f) / static_cast<float>(out_size - 1) : 0.0f;
+  } else {
+    a.scale = extent / static_cast<float>(out_size);
+  }
+  a.align_corners = align_corners;
+  return a;
+}
+
+// Two neighbouring input indices and the weight of the second.
+struct LinearTap {
+  int64_t i0 = 0, i1 = 0;
+  float l1 = 0.0f;  // weight of i1; i0 has 1 - l1
+};
+
+LSE_HD LinearTap linear_tap(const CropAxis& a, int64_t dst) {
+  const float d = static_cast<float>(dst);
+  float src = a.align_corners ? a.scale * d : a.scale * (d + 0.5f) - 0.5f;
+  src = src < 0.0f ? 0.0f : src;
+  const float u = a.frac + src;
+  const float cell = floorf(u);
+  LinearTap t;
+  int64_t i0 = a.lo + static_cast<int64_t>(cell);
+  i0 = i0 < a.hi ? i0 : a.hi;
+  t.i0 = i0;
+  t.i1 = i0 < a.hi ? i0 + 1 : a.hi;
+  t.l1 = u - cell;
+  return t;
+}
+
+// "nearest-exact": floor((dst + 0.5) * scale), the product taken in double
+// and rounded to float as PyTorch's kernels do.
+LSE_HD int64_t nearest_tap(const CropAxis& a, int64_t dst) {
+  const float rel = static_cast<float>((static_cast<double>(dst) + 0.5) * static_cast<double>(a.scale));
+  const int64_t i = a.lo + static_cast<int64_t>(floorf(a.frac + rel));
+  return i < a.hi ? i : a.hi;
+}
+
+// A crop of an upsampled map, read straight from the low-resolution map: the
+// crop's bilinear tap on the full-resolution axis composed with the
+// upsampling's taps of both full-resolution neighbours. Four (index, weight)
+// pairs on the low-resolution axis; weights sum to 1.
+struct ComposedTaps {
+  int64_t idx[4];
+  float w[4];
+};
+
+LSE_HD ComposedTaps compose_taps(const LinearTap& crop, const LinearTap& up0, const LinearTap& up1) {
+  const float l0 = 1.0f - crop.l1;
+  ComposedTaps t;
+  t.idx[0] = up0.i0, t.w[0] = l0 * (1.0f - up0.l1);
+  t.idx[1] = up0.i1, t.w[1] = l0 * up0.l1;
+  t.idx[2] = up1.i0, t.w[2] = crop.l1 * (1.0f - up1.l1);
+  t.idx[3] = up1.i1, t.w[3] = crop.l1 * up1.l1;
+  return t;
+}
+
+// -p log p for a probability p (0 for p <= FLT_MIN: the term is below
+// 1e-36, and log_ge1's decomposition needs a normal float).
+LSE_HD float entropy_term(float p) {
+  constexpr float kMinNormal = 1.17549435e-38f;
+  const float safe = p > kMinNormal ? p : 1.0f;
+  return p > kMinNormal ? -p * log_normal(safe) : 0.0f;
+}
+
+// An [N, C, H, W] tensor with arbitrary element strides.
+struct CropImage {
+  int64_t n = 0, c = 0, h = 0, w = 0;
+  int64_t stride_n = 0, stride_c = 0, stride_h = 0, stride_w = 0;
+};
+
+// Boxes: K rows (batch_index, x1, y1, x2, y2), already validated.
+struct CropBoxes {
+  const float* data = nullptr;
+  int64_t k = 0;
+  LSE_HD int64_t image(int64_t i) const { return static_cast<int64_t>(data[5 * i]); }
+  LSE_HD CropAxis x_axis(int64_t i, int64_t out, int64_t limit, bool align) const {
+    return make_crop_axis(data[5 * i + 1], data[5 * i + 3], out, limit, align);
+  }
+  LSE_HD CropAxis y_axis(int64_t i, int64_t out, int64_t limit, bool align) const {
+    return make_crop_axis(data[5 * i + 2], data[5 * i + 4], out, limit, align);
+  }
+};
+
+}  // namespace lse

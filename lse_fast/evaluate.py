@@ -1,0 +1,151 @@
+"""Evaluation of a segmentation model over a labelled loader: mIoU over 19,
+16 and 13 classes, as the published GTA5/SYNTHIA -> Cityscapes evaluations
+compute it (logits upsampled bilinearly to the label resolution, then argmax;
+pixels labelled 255 ignored)."""
+
+import contextlib
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from lse_fast.metrics import CITYSCAPES_CLASSES, SegmentationMetric
+
+_NAME = "lse_fast.evaluate"
+
+
+def _model_device(model):
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _describe(value):
+    return f"shape {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _unpack(batch, index):
+    if isinstance(batch, dict):
+        if "image" not in batch:
+            raise ValueError(f"{_NAME}: batch {index} from `loader` has no 'image' (keys: {sorted(batch)})")
+        if "label" not in batch:
+            raise ValueError(
+                f"{_NAME}: batch {index} from `loader` has no 'label' (keys: {sorted(batch)}); "
+                "evaluation needs a dataset with labels"
+            )
+        return batch["image"], batch["label"]
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise ValueError(
+        f"{_NAME}: `loader` must yield dicts with 'image' and 'label' (or (image, label) pairs), "
+        f"got {type(batch).__name__} at batch {index}"
+    )
+
+
+def predict(logits, size):
+    """argmax of `logits` [N, C, h, w] upsampled bilinearly (align_corners=False)
+    to `size` = (H, W), computed in float32: int64 [N, H, W]."""
+    logits = logits.float()
+    if tuple(logits.shape[-2:]) != tuple(size):
+        logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+    return logits.argmax(1)
+
+
+def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, autocast=False, progress=False):
+    """Evaluates `model` on every batch of `loader`.
+
+    Args:
+        model: maps images [N, 3, H, W] to logits [N, num_classes, h, w].
+        loader: iterable of dicts {"image": float [N, 3, H, W], "label":
+            int [N, H', W'] with 255 = ignore} (as ``lse_fast.data.loader``
+            yields), or of (image, label) pairs.
+        num_classes: classes of the logits and labels.
+        class_names: names for ``per_class`` (default: the 19 Cityscapes
+            classes when num_classes == 19, else "class_<i>").
+        device: where to run (default: the model's device).
+        autocast: run the model under autocast (bfloat16 on CPU, float16 on
+            CUDA); the upsampling and argmax stay in float32.
+        progress: print progress to stderr.
+
+    Returns:
+        dict with "miou", "miou16", "miou13", "pixel_accuracy" (floats in
+        [0, 1]; mIoU16/13 are NaN unless num_classes == 19), "iou" (list,
+        NaN for a class absent from prediction and labels), "per_class"
+        ({name: iou}), "confusion" (int64 [C, C] CPU tensor, rows = labels),
+        "num_images" and "seconds".
+
+    Runs under ``torch.no_grad()`` with the model in eval mode and restores
+    the model's training mode afterwards.
+    """
+    if class_names is None:
+        class_names = list(CITYSCAPES_CLASSES) if num_classes == 19 else [f"class_{i}" for i in range(num_classes)]
+    class_names = list(class_names)
+    if len(class_names) != num_classes:
+        raise ValueError(f"{_NAME}: `class_names` has {len(class_names)} names, expected num_classes={num_classes}")
+    device = _model_device(model) if device is None else torch.device(device)
+    metric = SegmentationMetric(num_classes)
+    was_training = model.training
+    total = len(loader) if hasattr(loader, "__len__") else None
+    num_images = 0
+    start = time.perf_counter()
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(loader):
+                image, label = _unpack(batch, i)
+                if not isinstance(image, torch.Tensor) or image.dim() != 4:
+                    raise ValueError(f"{_NAME}: 'image' of batch {i} must be a [N, 3, H, W] tensor, got {_describe(image)}")
+                if not isinstance(label, torch.Tensor) or label.dim() != 3 or label.shape[0] != image.shape[0]:
+                    raise ValueError(
+                        f"{_NAME}: 'label' of batch {i} must be a [N, H, W] tensor matching the {image.shape[0]} "
+                        f"images, got {_describe(label)}"
+                    )
+                image = image.to(device, non_blocking=True)
+                label = label.to(device, non_blocking=True)
+                if autocast:
+                    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+                    ctx = torch.autocast(device.type, dtype=dtype)
+                else:
+                    ctx = contextlib.nullcontext()
+                with ctx:
+                    logits = model(image)
+                if not isinstance(logits, torch.Tensor):
+                    raise ValueError(
+                        f"{_NAME}: the model returned {type(logits).__name__}; it must return one logits tensor "
+                        "[N, C, h, w]"
+                    )
+                if logits.dim() != 4 or logits.shape[0] != image.shape[0] or logits.shape[1] != num_classes:
+                    raise ValueError(
+                        f"{_NAME}: the model returned logits of shape {list(logits.shape)}; expected "
+                        f"[{image.shape[0]}, num_classes={num_classes}, h, w]"
+                    )
+                metric.update(predict(logits, label.shape[-2:]), label)
+                num_images += image.shape[0]
+                if progress:
+                    of = f"/{total}" if total is not None else ""
+                    print(f"\r{_NAME}: batch {i + 1}{of}, {num_images} images", end="", file=sys.stderr, flush=True)
+    finally:
+        model.train(was_training)
+        if progress:
+            print(file=sys.stderr)
+    if num_images == 0:
+        raise ValueError(f"{_NAME}: `loader` yielded no batch")
+    result = metric.compute()
+    result["per_class"] = dict(zip(class_names, result["iou"]))
+    result["confusion"] = metric.confusion.cpu()
+    result["num_images"] = num_images
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def format_result(result, *, digits=1):
+    """A printable table of `evaluate`'s result (IoU in %)."""
+    lines = [f"{name:>14s}  {100 * iou:5.{digits}f}" for name, iou in result["per_class"].items()]
+    for key in ("miou", "miou16", "miou13"):
+        value = result[key]
+        if value == value:  # not NaN
+            lines.append(f"{key:>14s}  {100 * value:5.{digits}f}")
+    return "\n".join(lines)

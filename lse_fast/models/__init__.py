@@ -1,0 +1,247 @@
+"""Segmentation networks in plain PyTorch (no torchvision), a registry, and
+checkpoint loading for the state dicts the UDA community shares.
+
+Every model maps images ``[N, 3, H, W]`` to logits ``[N, num_classes, h, w]``
+at its output stride and carries two attributes:
+
+* ``output_stride`` (int): about ``H / h`` (1 for logits at input size);
+* ``input_normalization`` (``"imagenet"`` or ``"caffe"``): the
+  ``lse_fast.data.loader`` normalization its weights expect.
+
+Registered names: ``deeplab_v2_resnet101``, ``fcn8s_vgg16``,
+``small_deeplab``. ``build("package.module:factory")`` imports a user's
+factory, calls ``factory(num_classes=..., **kwargs)`` and checks the result.
+"""
+
+import importlib
+import os
+import sys
+
+import torch
+from torch import nn
+
+_REGISTRY = {}
+_NORMALIZATIONS = ("imagenet", "caffe")
+
+
+def register(name):
+    """Decorator registering ``factory(num_classes=19, **kwargs) -> nn.Module``
+    under ``name`` for `build`."""
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ValueError(f"lse_fast.models.register: `name` must be a non-empty string without ':', got {name!r}")
+
+    def decorator(factory):
+        if not callable(factory):
+            raise TypeError(f"lse_fast.models.register: factory for {name!r} must be callable")
+        if name in _REGISTRY and _REGISTRY[name] is not factory:
+            raise ValueError(f"lse_fast.models.register: the name {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorator
+
+
+def available():
+    """Sorted list of registered model names."""
+    return sorted(_REGISTRY)
+
+
+def _resolve(spec):
+    if spec in _REGISTRY:
+        return _REGISTRY[spec]
+    if ":" not in spec:
+        raise ValueError(
+            f"lse_fast.models.build: unknown model {spec!r}; registered models: {', '.join(available())}; "
+            "or pass 'package.module:factory' for your own network"
+        )
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"lse_fast.models.build: `spec` {spec!r} must look like 'package.module:factory'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(
+            f"lse_fast.models.build: cannot import module {module_name!r} of spec {spec!r}: {e} "
+            "(is its package on PYTHONPATH?)"
+        ) from e
+    factory = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise ValueError(f"lse_fast.models.build: module {module_name!r} has no attribute {attr!r} (spec {spec!r})")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise ValueError(f"lse_fast.models.build: {spec!r} is not callable")
+    return factory
+
+
+def check_model(model, spec="model"):
+    """Checks the attributes every lse_fast model carries; returns the model."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"lse_fast.models.build: {spec!r} returned {type(model).__name__}, expected a torch.nn.Module")
+    stride = getattr(model, "output_stride", None)
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(
+            f"lse_fast.models.build: model from {spec!r} must have an int attribute `output_stride` >= 1 "
+            f"(input size / logits size), got {stride!r}"
+        )
+    norm = getattr(model, "input_normalization", None)
+    if norm not in _NORMALIZATIONS:
+        raise ValueError(
+            f"lse_fast.models.build: model from {spec!r} must have an attribute `input_normalization` in "
+            f"{_NORMALIZATIONS} (the loader normalization its weights expect), got {norm!r}"
+        )
+    return model
+
+
+def build(spec, num_classes=19, **kwargs):
+    """Builds a registered model by name, or ``"package.module:factory"``
+    (called as ``factory(num_classes=num_classes, **kwargs)``)."""
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"lse_fast.models.build: `spec` must be a model name or 'package.module:factory', got {spec!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"lse_fast.models.build: `num_classes` must be a positive int, got {num_classes!r}")
+    factory = _resolve(spec)
+    return check_model(factory(num_classes=num_classes, **kwargs), spec)
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
+_PREFIXES = ("module.", "Scale.", "model.")
+
+
+def _read_state_dict(source):
+    where = "the given state dict"
+    if isinstance(source, (str, os.PathLike)):
+        where = os.fspath(source)
+        if not os.path.isfile(where):
+            raise FileNotFoundError(f"lse_fast.models.load_checkpoint: checkpoint file not found: {where}")
+        try:
+            state = torch.load(where, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - re-raised with the path
+            raise RuntimeError(
+                f"lse_fast.models.load_checkpoint: cannot read {where} as a PyTorch state dict "
+                f"(torch.load(weights_only=True) failed: {e}). If the file holds more than tensors and you "
+                "trust it, load it yourself with torch.load(path, weights_only=False) and pass the state dict"
+            ) from e
+    else:
+        state = source
+    for _ in range(2):  # {"state_dict": {...}} or {"model": {"state_dict": ...}}
+        if isinstance(state, dict) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+            inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+            if inner is not None:
+                state = inner
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"lse_fast.models.load_checkpoint: {where} is not a state dict (a dict of tensors, possibly under "
+            f"one of the keys {_WRAPPER_KEYS}); got {type(state).__name__}"
+        )
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, where
+
+
+def _strip_prefixes(state, model_keys):
+    """Drops wrapper prefixes ('module.' from DataParallel, 'Scale.' from the
+    converted caffe DeepLab weights) when the keys do not match as they are."""
+    changed = True
+    while changed:
+        changed = False
+        if sum(k in model_keys for k in state) > 0:
+            break
+        for prefix in _PREFIXES:
+            if state and all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+                break
+    return state
+
+
+def _short(keys, limit=8):
+    keys = list(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_checkpoint(model, path_or_state_dict, *, strict=False, verbose=True):
+    """Loads a checkpoint (a path or a state dict) into `model`.
+
+    Accepts the plain state dict, one wrapped as ``{"state_dict": ...}``
+    (or "model", "model_state_dict"), keys prefixed with ``module.``
+    (DataParallel) or ``Scale.`` (the converted caffe DeepLab weights), and
+    model-specific layouts through ``model.convert_state_dict(state) ->
+    (state, notes)`` (DeepLab-v2: AdaptSegNet/ADVENT single- and multi-level
+    heads; FCN-8s: torchvision VGG16 ImageNet weights).
+
+    Tensors whose shape differs from the model's (e.g. a 16-class head into
+    a 19-class model) are not loaded. Returns ``(missing, unexpected)``: model
+    keys left as initialised (shape mismatches included) and checkpoint keys
+    not used. ``num_batches_tracked`` buffers, absent from old checkpoints,
+    are never reported missing. With ``strict=True`` any missing, unexpected
+    or mismatched key raises and the model is left unchanged; a checkpoint
+    sharing no key with the model always raises. ``verbose`` prints a summary
+    to stderr.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"lse_fast.models.load_checkpoint: `model` must be a torch.nn.Module, got {type(model).__name__}")
+    state, where = _read_state_dict(path_or_state_dict)
+    target = model.state_dict()
+    state = _strip_prefixes(state, target)
+    notes = []
+    convert = getattr(model, "convert_state_dict", None)
+    if callable(convert):
+        state, notes = convert(state)
+    loadable, mismatched = {}, []
+    for k, v in state.items():
+        if k in target:
+            if tuple(v.shape) == tuple(target[k].shape):
+                loadable[k] = v
+            else:
+                mismatched.append(f"{k} (checkpoint {list(v.shape)}, model {list(target[k].shape)})")
+    if not loadable:
+        raise RuntimeError(
+            f"lse_fast.models.load_checkpoint: {where} shares no tensor with {type(model).__name__}: "
+            f"checkpoint keys look like [{_short(sorted(state), 5)}], the model's like [{_short(list(target), 5)}]"
+            + (f"; shape mismatches: {_short(mismatched, 5)}" if mismatched else "")
+        )
+    missing = [k for k in target if k not in loadable and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in target]
+    if strict and (missing or unexpected or mismatched):
+        raise RuntimeError(
+            f"lse_fast.models.load_checkpoint: {where} does not match {type(model).__name__} exactly (strict=True): "
+            f"missing {len(missing)} [{_short(missing)}], unexpected {len(unexpected)} [{_short(unexpected)}], "
+            f"shape mismatches {len(mismatched)} [{_short(mismatched)}]"
+        )
+    with torch.no_grad():
+        for k, v in loadable.items():
+            target[k].copy_(v)
+    if verbose:
+        lines = [f"lse_fast.models.load_checkpoint: loaded {len(loadable)} of {len(target)} tensors from {where}"]
+        lines += [f"  note: {n}" for n in notes]
+        if mismatched:
+            lines.append(f"  shape mismatch, left as initialised ({len(mismatched)}): {_short(mismatched)}")
+        if missing:
+            lines.append(f"  missing, left as initialised ({len(missing)}): {_short(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected, ignored ({len(unexpected)}): {_short(unexpected)}")
+        print("\n".join(lines), file=sys.stderr)
+    return missing, unexpected
+
+
+from lse_fast.models import deeplab, fcn, small  # noqa: E402,F401  (register the built-in models)
+from lse_fast.models.deeplab import DeepLabV2, deeplab_v2_resnet101  # noqa: E402
+from lse_fast.models.fcn import FCN8s, fcn8s_vgg16  # noqa: E402
+from lse_fast.models.small import SmallDeepLab, small_deeplab  # noqa: E402
+
+__all__ = [
+    "DeepLabV2",
+    "FCN8s",
+    "SmallDeepLab",
+    "available",
+    "build",
+    "check_model",
+    "deeplab_v2_resnet101",
+    "fcn8s_vgg16",
+    "load_checkpoint",
+    "register",
+    "small_deeplab",
+]

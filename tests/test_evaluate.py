@@ -1,0 +1,155 @@
+"""lse_fast.evaluate.evaluate: bilinear upsampling to the label size before
+argmax, batches as dicts or pairs, autocast, training mode restored, errors."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lse_fast.evaluate import evaluate, format_result, predict
+from lse_fast.metrics import CITYSCAPES_CLASSES, SegmentationMetric
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (pure PyTorch: no lse_fast CUDA kernels involved)"
+)
+
+
+class Stride4(nn.Module):
+    """Logits at a quarter of the input size, with a BatchNorm and a Dropout
+    that behave differently in train mode."""
+
+    output_stride = 4
+    input_normalization = "imagenet"
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv = nn.Conv2d(3, num_classes, 5, stride=4, padding=2)
+        self.bn = nn.BatchNorm2d(num_classes)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(self.bn(self.conv(x)))
+
+def make_loader(num_classes, sizes=((2, 37, 51), (1, 37, 51), (3, 20, 33)), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for n, h, w in sizes:
+        label = torch.randint(0, num_classes, (n, h, w), generator=g)
+        label[torch.rand(n, h, w, generator=g) < 0.1] = 255
+        batches.append({"image": torch.randn(n, 3, h, w, generator=g), "label": label, "index": torch.arange(n)})
+    return batches
+
+
+def expected(model, loader, num_classes, mode="bilinear"):
+    metric = SegmentationMetric(num_classes)
+    model.eval()
+    with torch.no_grad():
+        for b in loader:
+            logits = model(b["image"])
+            kw = {"align_corners": False} if mode == "bilinear" else {}
+            up = F.interpolate(logits, size=b["label"].shape[-2:], mode=mode, **kw)
+            metric.update(up.argmax(1), b["label"])
+    return metric
+
+
+def test_matches_manual_bilinear_evaluation():
+    torch.manual_seed(0)
+    model = Stride4(19)
+    loader = make_loader(19)
+    model.train()
+    got = evaluate(model, loader)
+    assert model.training and model.drop.training  # restored
+    want = expected(model, loader, 19)
+    assert torch.equal(got["confusion"], want.confusion)
+    nearest = expected(model, loader, 19, mode="nearest")
+    assert not torch.equal(got["confusion"], nearest.confusion)  # the upsampling is bilinear
+    ref = want.compute()
+    for key in ("miou", "miou16", "miou13", "pixel_accuracy"):
+        assert got[key] == pytest.approx(ref[key], abs=1e-12)
+    assert list(got["per_class"]) == list(CITYSCAPES_CLASSES)
+    assert [got["per_class"][n] for n in CITYSCAPES_CLASSES] == pytest.approx(got["iou"], nan_ok=True)
+    assert got["num_images"] == 6
+    assert "road" in format_result(got) and "miou13" in format_result(got)
+    model.eval()
+    evaluate(model, loader)
+    assert not model.training
+
+
+def test_pairs_and_class_names_and_no_grad():
+    model = Stride4(3)
+    loader = [(b["image"], b["label"]) for b in make_loader(3)]
+    got = evaluate(model, loader, num_classes=3, class_names=["a", "b", "c"])
+    assert list(got["per_class"]) == ["a", "b", "c"]
+    assert math.isnan(got["miou16"]) and math.isnan(got["miou13"])
+    assert all(p.grad is None for p in model.parameters())
+    assert list(evaluate(model, loader, num_classes=3)["per_class"]) == ["class_0", "class_1", "class_2"]
+
+
+def test_autocast_bfloat16_on_cpu_close_to_float32():
+    torch.manual_seed(1)
+    model = Stride4(5)
+    loader = make_loader(5)
+    full = evaluate(model, loader, num_classes=5)
+    half = evaluate(model, loader, num_classes=5, autocast=True)
+    # bf16 logits may flip near-ties only
+    assert abs(full["pixel_accuracy"] - half["pixel_accuracy"]) < 0.02
+
+
+def test_predict_upsamples_in_float32():
+    logits = torch.randn(2, 4, 5, 7, dtype=torch.bfloat16)
+    pred = predict(logits, (19, 27))
+    want = F.interpolate(logits.float(), size=(19, 27), mode="bilinear", align_corners=False).argmax(1)
+    assert torch.equal(pred, want)
+    assert torch.equal(predict(logits, (5, 7)), logits.float().argmax(1))
+
+
+def test_errors():
+    model = Stride4(4)
+    loader = make_loader(4)
+    with pytest.raises(ValueError, match="no 'label'"):
+        evaluate(model, [{"image": loader[0]["image"]}], num_classes=4)
+    with pytest.raises(ValueError, match=r"logits of shape \[2, 4, 10, 13\].*num_classes=19"):
+        evaluate(model, loader)
+    with pytest.raises(ValueError, match="class_names"):
+        evaluate(model, loader, num_classes=4, class_names=["x"])
+    with pytest.raises(ValueError, match="yielded no batch"):
+        evaluate(model, [], num_classes=4)
+    with pytest.raises(ValueError, match="must return one logits tensor"):
+        evaluate(lambda_model(), loader, num_classes=4)
+    model.train()
+    with pytest.raises(ValueError):
+        evaluate(model, loader)
+    assert model.training  # restored after an error too
+
+
+def lambda_model():
+    class Pair(Stride4):
+        def forward(self, x):
+            out = super().forward(x)
+            return out, out
+
+    return Pair(4)
+
+
+@needs_cuda
+def test_cuda_matches_cpu():
+    torch.manual_seed(2)
+    model = Stride4(19).eval()
+    loader = make_loader(19)
+    cpu = evaluate(model, loader)
+    gpu = evaluate(model.cuda(), loader)  # batches moved to the model's device
+    assert (gpu["confusion"] - cpu["confusion"]).abs().sum() <= 10  # conv rounding may flip a near-tie
+    gpu16 = evaluate(model, loader, autocast=True)
+    assert abs(gpu16["pixel_accuracy"] - cpu["pixel_accuracy"]) < 0.02
+
+
+def test_bad_batches():
+    model = Stride4(4)
+    with pytest.raises(ValueError, match=r"'image' of batch 0 must be a \[N, 3, H, W\] tensor, got shape \[3, 8, 8\]"):
+        evaluate(model, [{"image": torch.zeros(3, 8, 8), "label": torch.zeros(1, 8, 8, dtype=torch.long)}], num_classes=4)
+    with pytest.raises(ValueError, match=r"'label' of batch 0 must be a \[N, H, W\] tensor matching the 2 images"):
+        evaluate(model, [{"image": torch.zeros(2, 3, 8, 8), "label": torch.zeros(8, 8, dtype=torch.long)}], num_classes=4)
+    with pytest.raises(ValueError, match="must yield dicts"):
+        evaluate(model, [torch.zeros(2, 3, 8, 8)], num_classes=4)
