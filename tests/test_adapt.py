@@ -169,5 +169,5 @@ def test_authors_options_run(cache, tmp_path):
                      "--filter-interp", "bilinear", "--no-plots"])
     r = m["rounds"][0]
     assert r["selected"] > 0
-    th = [t for t in r["thresholds"] if t is not None]
+    th = [t for t in r["thresholds"] if t is not None and not math.isnan(t)]
     assert th and all(0.0 <= t <= 1.0 for t in th)

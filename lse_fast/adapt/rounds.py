@@ -121,7 +121,8 @@ class Verifier:
         y = logits.detach().float().requires_grad_(True)
         b = self.ref.focal_ce_loss(y, target, gamma=gamma, beta=beta)
         (gb,) = torch.autograd.grad(b, y)
-        self._rec("focal_ce_loss", "value_rel", abs(float(a) - float(b)) / max(abs(float(b)), 1e-12))
+        a, b = float(a.detach()), float(b.detach())
+        self._rec("focal_ce_loss", "value_rel", abs(a - b) / max(abs(b), 1e-12))
         self._rec("focal_ce_loss", "grad", (ga - gb).abs().max())
 
     def crop_resize(self, images, boxes, size, fused_out):
