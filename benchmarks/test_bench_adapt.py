@@ -25,9 +25,11 @@ SIZE = os.environ.get("LSE_BENCH_SIZE", "128x256")
 def test_adapt_round(benchmark, tmp_path, provider):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     runs = []
+    count = [0]
 
     def one_round():
-        run_dir = tmp_path / f"run{len(runs)}"
+        count[0] += 1
+        run_dir = tmp_path / f"run{count[0]}"
         runs.append(main(["--rounds", "1", "--ops", provider, "--no-plots", "--no-progress",
                           "--image-size", SIZE, "--source-size", SIZE, "--run-dir", str(run_dir),
                           "--keep-checkpoints", "last"]))

@@ -18,7 +18,7 @@ TINY = [
     "--synthetic-source", "12", "--synthetic-train", "12", "--synthetic-val", "4",
     "--image-size", "64x128", "--source-size", "64x128", "--pretrain-iters", "8", "--pretrain-batch-size", "4",
     "--rounds", "2", "--epochs", "1", "--batch-size", "4", "--source-batch-size", "2", "--score-batch-size", "4",
-    "--portion-start", "0.3", "--portion-step", "0.2", "--lr", "1e-3", "--no-progress",
+    "--portion-start", "0.3", "--portion-step", "0.2", "--lr", "1e-3", "--patch-scale", "0.5", "--no-progress",
 ]
 
 

@@ -16,7 +16,8 @@ def test_defaults_and_paper_schedule():
     c = cfg([])
     assert c == AdaptConfig().validate()
     assert c.portions() == [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4]  # the paper's 7 rounds
-    assert (c.patches_per_image, c.patch_scale, c.gamma, c.beta) == (4, 0.5, 3.0, 0.1)
+    assert (c.patches_per_image, c.gamma, c.beta) == (4, 3.0, 0.1)
+    assert c.patch_scale == 1.0  # synthetic default (README); the paper presets use 0.5
     assert c.threshold_image == "last_selected" and c.entropy_norm == "log_c" and c.filter_interp == "nearest"
     assert cfg(["--rounds", "2"]).portions() == [0.1, 0.15]
 
@@ -34,6 +35,7 @@ def test_paper_preset(tmp_path):
     assert c.model == "deeplab_v2_resnet101"
     assert c.image_size == (512, 1024)
     assert (c.optimizer, c.lr, c.momentum, c.batch_size) == ("adam", 1e-6, 0.9, 1)
+    assert (c.patch_scale, c.patches_per_image, c.epochs) == (0.5, 4, 2.0)
     assert cfg(["--preset", "paper-gta5-fcn8s"]).model == "fcn8s_vgg16"
     assert set(PRESETS) >= {"synthetic", "paper-gta5-deeplab", "paper-synthia-deeplab"}
 

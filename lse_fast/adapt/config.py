@@ -85,7 +85,11 @@ class AdaptConfig:
         choices=("nearest", "bilinear"),
     )
     patches_per_image: int = _f(4, "k random patches per selected image (paper 4)")
-    patch_scale: float = _f(0.5, "patch side as a fraction of the image side (paper 0.5: 256x512 of 512x1024)")
+    patch_scale: float = _f(
+        1.0,
+        "patch side as a fraction of the image side (paper 0.5: 256x512 of 512x1024, set by the paper-* "
+        "presets; the CPU-sized synthetic default uses 1.0, see README)",
+    )
     # --- training ---------------------------------------------------------
     epochs: float = _f(2.0, "epochs over the patches per round (fractions allowed)")
     batch_size: int = _f(8, "target patches per step (paper code: 1)")
