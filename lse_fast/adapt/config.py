@@ -383,7 +383,7 @@ def _show(v):
 def make_config(args: argparse.Namespace, base: dict | None = None) -> AdaptConfig:
     """Config from parsed arguments: defaults < base (a resumed run's
     config) < preset < config file < options."""
-    values = dict(base or {})
+    values = {k: coerce(k, v, "the run's config.yaml") for k, v in (base or {}).items()}
     if getattr(args, "preset", None):
         values.update(PRESETS[args.preset])
     if getattr(args, "config", None):
