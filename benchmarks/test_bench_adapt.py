@@ -6,7 +6,7 @@ Uses the default synthetic configuration (data and the source-trained model
 come from the cache, $LSE_FAST_HOME or ~/.cache/lse_fast, and are made on
 the first run). Run with
     pytest benchmarks/test_bench_adapt.py --benchmark-only
-Override the image size with LSE_BENCH_SIZE=256x512 (data and source model
+Override the image size with LSE_BENCH_SIZE=HxW (data and source model
 are then made for that size).
 """
 
@@ -18,7 +18,7 @@ import torch
 from benchmarks.conftest import describe
 from lse_fast.adapt import main
 
-SIZE = os.environ.get("LSE_BENCH_SIZE", "128x256")
+SIZE = os.environ.get("LSE_BENCH_SIZE", "256x512")
 
 
 @pytest.mark.parametrize("provider", ["fused", "reference"])

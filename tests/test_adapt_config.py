@@ -17,7 +17,7 @@ def test_defaults_and_paper_schedule():
     assert c == AdaptConfig().validate()
     assert c.portions() == [0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4]  # the paper's 7 rounds
     assert (c.patches_per_image, c.gamma, c.beta) == (4, 3.0, 0.1)
-    assert c.patch_scale == 1.0  # synthetic default (README); the paper presets use 0.5
+    assert c.patch_scale == 0.5  # the paper's half-size patches, also on the synthetic default
     assert c.threshold_image == "last_selected" and c.entropy_norm == "log_c" and c.filter_interp == "nearest"
     assert cfg(["--rounds", "2"]).portions() == [0.1, 0.15]
 

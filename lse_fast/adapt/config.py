@@ -53,9 +53,9 @@ class AdaptConfig:
     )
     num_classes: int = _f(19, "number of output classes (Cityscapes train ids)")
     image_size: typing.Tuple[int, int] = _f(
-        (128, 256), "target image size HxW: scoring, patches (resized back to it) and evaluation"
+        (256, 512), "target image size HxW: scoring, patches (resized back to it) and evaluation"
     )
-    source_size: typing.Tuple[int, int] = _f((128, 256), "source image size HxW for the source CE batch")
+    source_size: typing.Tuple[int, int] = _f((256, 512), "source image size HxW for the source CE batch")
     # --- rounds -----------------------------------------------------------
     portion_start: float = _f(0.1, "portion p of the first round (paper 0.1)")
     portion_step: float = _f(0.05, "increment of p per round (paper 0.05)")
@@ -86,9 +86,7 @@ class AdaptConfig:
     )
     patches_per_image: int = _f(4, "k random patches per selected image (paper 4)")
     patch_scale: float = _f(
-        1.0,
-        "patch side as a fraction of the image side (paper 0.5: 256x512 of 512x1024, set by the paper-* "
-        "presets; the CPU-sized synthetic default uses 1.0, see README)",
+        0.5, "patch side as a fraction of the image side (paper 0.5: 256x512 patches of 512x1024 images)"
     )
     # --- training ---------------------------------------------------------
     epochs: float = _f(2.0, "epochs over the patches per round (fractions allowed)")
