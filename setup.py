@@ -3,7 +3,8 @@
 CPU kernels are always built. CUDA kernels are built when the installed torch
 has CUDA and nvcc is found, or when FORCE_CUDA=1; FORCE_CUDA=0 forces a
 CPU-only build. The decision never depends on a GPU being present: the
-architectures come from TORCH_CUDA_ARCH_LIST (default "8.0;9.0").
+architectures come from TORCH_CUDA_ARCH_LIST (default "8.0;9.0+PTX": A100, H100/H200,
+and PTX that newer GPUs compile at load time).
 
 Build against the torch you already have (an isolated build would download
 a multi-GB CUDA torch into its build environment):
@@ -20,7 +21,7 @@ import sys
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CUDA_ARCHS = "8.0;9.0"
+DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 
 
 def find_nvcc(env):

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 import lse_fast
+import lse_fast.models
 from lse_fast import reference
 from lse_fast.adapt import cli, main
 from lse_fast.adapt import rounds as rounds_mod
@@ -171,3 +172,29 @@ def test_authors_options_run(cache, tmp_path):
     assert r["selected"] > 0
     th = [t for t in r["thresholds"] if t is not None and not math.isnan(t)]
     assert th and all(0.0 <= t <= 1.0 for t in th)
+
+
+def test_init_checkpoint_that_leaves_tensors_unset_is_an_error(cache, tmp_path, capsys):
+    # A head for 5 classes cannot initialise a 19-class model: the run must
+    # stop before anything is trained, naming the checkpoint and the tensors.
+    ckpt = tmp_path / "five_classes.pt"
+    torch.save(lse_fast.models.build("small_deeplab", num_classes=5).state_dict(), ckpt)
+    code = cli(TINY + ["--cache-dir", cache, "--run-dir", str(tmp_path / "run"), "--init", str(ckpt)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "five_classes.pt" in err and "unset" in err
+
+
+def test_freeze_bn_option_reaches_factories_that_take_it():
+    from lse_fast.adapt import build_model
+    from lse_fast.adapt.config import AdaptConfig
+
+    @lse_fast.models.register("test_freeze_bn_probe")
+    def probe(num_classes=19, *, freeze_bn=True):
+        model = lse_fast.models.build("small_deeplab", num_classes=num_classes)
+        model.probe_freeze_bn = freeze_bn
+        return model
+
+    assert build_model(AdaptConfig(model="test_freeze_bn_probe", freeze_bn=False)).probe_freeze_bn is False
+    assert build_model(AdaptConfig(model="test_freeze_bn_probe", freeze_bn=True)).probe_freeze_bn is True
+    assert build_model(AdaptConfig(model="small_deeplab", freeze_bn=False)) is not None  # takes no freeze_bn

@@ -26,6 +26,22 @@ __all__ = ["AdaptConfig", "PRESETS", "cli", "main"]
 SYNTHETIC_DATA_SEED = 0  # the benchmark's content does not depend on the run seed
 
 
+
+def build_model(cfg):
+    """The configured model; a factory that takes ``freeze_bn`` (DeepLab-v2)
+    gets the run's choice, so --no-freeze-bn reaches its BatchNorm layers."""
+    import inspect
+
+    from lse_fast import models
+
+    factory = models._resolve(cfg.model)
+    try:
+        takes_freeze_bn = "freeze_bn" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_freeze_bn = False
+    kwargs = {"freeze_bn": cfg.freeze_bn} if takes_freeze_bn else {}
+    return models.build(cfg.model, num_classes=cfg.num_classes, **kwargs)
+
 def _log(msg):
     print(msg, flush=True)
 
@@ -264,7 +280,7 @@ def run_lse(run: Run) -> dict:
     _log(f"[run] {run.path}  device {device}  ops {cfg.ops}{'  verify' if cfg.verify else ''}")
     datasets = load_datasets(cfg)
     torch.manual_seed(seed_for(cfg.seed, 0, 0))
-    model = models.build(cfg.model, num_classes=cfg.num_classes)
+    model = build_model(cfg)
     verifier = Verifier() if cfg.verify else None
     if cfg.verify and cfg.ops != "fused":
         raise ValueError("lse_fast.adapt: --verify compares the fused ops with the reference; use it with --ops fused")
@@ -283,7 +299,15 @@ def run_lse(run: Run) -> dict:
         if cfg.init:
             if not Path(cfg.init).is_file():
                 raise ValueError(f"lse_fast.adapt: `init` checkpoint {cfg.init!r} does not exist")
-            models.load_checkpoint(model, cfg.init)
+            missing, _unexpected = models.load_checkpoint(model, cfg.init)
+            if missing:
+                # A source-trained checkpoint must fill the whole model: a head
+                # left random would make every number of the run meaningless.
+                shown = ", ".join(list(missing)[:8]) + (" ..." if len(missing) > 8 else "")
+                raise ValueError(
+                    f"lse_fast.adapt: `init` checkpoint {cfg.init!r} leaves {len(missing)} model tensors "
+                    f"unset (missing or of another shape, e.g. a head for another number of classes): {shown}"
+                )
             init = cfg.init
         else:
             init = pretrain_source(ctx, model)

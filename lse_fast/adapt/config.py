@@ -81,7 +81,7 @@ class AdaptConfig:
     filter_interp: str = _f(
         "nearest",
         "resizing of the filter map into a patch: 'nearest' (faithful for a mask) or 'bilinear' "
-        "(authors' code, kept where >= 0.5; pure-PyTorch pseudo-labels)",
+        "(authors' code, kept where > 0, which dilates the kept region; pure-PyTorch pseudo-labels)",
         choices=("nearest", "bilinear"),
     )
     patches_per_image: int = _f(4, "k random patches per selected image (paper 4)")

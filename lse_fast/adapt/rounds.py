@@ -1,8 +1,9 @@
 """One LSE self-training round, stage by stage: score, select, patches,
 train, evaluate (paper Sections 3.2-3.6, Algorithm 1).
 
-* score: every target train image once (no_grad); logits upsampled to the
-  image size go through ``ops.score``; kept are the per-image per-class sums
+* score: every target train image once (no_grad); the softmax upsampled to
+  the image size, P (the map the pseudo-labels filter), goes through
+  ``ops.score`` as log P; kept are the per-image per-class sums
   of every image and the network's low-resolution softmax of the images that
   can still be selected (:func:`lse_fast.selection.candidates`), never a
   full-resolution map of the set.
@@ -72,7 +73,7 @@ class Verifier:
         ("score", "class_confidence_rel"): 1e-4,
         ("score", "class_entropy_rel"): 1e-4,
         ("focal_ce_loss", "value_rel"): 1e-5,
-        ("focal_ce_loss", "grad"): 1e-6,
+        ("focal_ce_loss", "grad_rel"): 1e-4,  # relative to the largest gradient element
         ("crop_resize", "abs"): 1e-4,
         ("crop_pseudo_labels", "disagreement"): 1e-3,  # agreement >= 99.9%
     }
@@ -123,7 +124,8 @@ class Verifier:
         (gb,) = torch.autograd.grad(b, y)
         a, b = float(a.detach()), float(b.detach())
         self._rec("focal_ce_loss", "value_rel", abs(a - b) / max(abs(b), 1e-12))
-        self._rec("focal_ce_loss", "grad", (ga - gb).abs().max())
+        scale = float(gb.abs().max()) if gb.numel() else 0.0
+        self._rec("focal_ce_loss", "grad_rel", float((ga - gb).abs().max()) / scale if scale > 0 else 0.0)
 
     def crop_resize(self, images, boxes, size, fused_out):
         r = self.ref.crop_resize(images, boxes, size)
@@ -270,7 +272,14 @@ def score_target(ctx, model, portion):
             with autocast(ctx.device, cfg.amp):
                 logits = model(x)
             logits = logits.float()
-            up = F.interpolate(logits, size=tuple(cfg.image_size), mode="bilinear", align_corners=False)
+            # Score the map the pseudo-labels filter: P = upsample(softmax(logits))
+            # (crop_pseudo_labels' definition), given to score as log P, whose
+            # softmax is P again; upsampling logits instead would give
+            # thresholds h_c of another entropy map (higher near boundaries).
+            p_up = F.interpolate(torch.softmax(logits, dim=1), size=tuple(cfg.image_size), mode="bilinear",
+                                 align_corners=False)
+            up = torch.log(p_up.clamp_min(1e-30))
+            del p_up
             s = ops.score(up)
             if ctx.verifier is not None and ops.kind == "fused":
                 ctx.verifier.score(up, s)
