@@ -185,9 +185,12 @@ def test_init_checkpoint_that_leaves_tensors_unset_is_an_error(cache, tmp_path, 
     assert "five_classes.pt" in err and "unset" in err
 
 
-def test_freeze_bn_option_reaches_factories_that_take_it():
+def test_freeze_bn_option_reaches_factories_that_take_it(monkeypatch):
     from lse_fast.adapt import build_model
     from lse_fast.adapt.config import AdaptConfig
+
+    # a private copy of the registry, so the probe model leaks into no other test
+    monkeypatch.setattr(lse_fast.models, "_REGISTRY", dict(lse_fast.models._REGISTRY))
 
     @lse_fast.models.register("test_freeze_bn_probe")
     def probe(num_classes=19, *, freeze_bn=True):
