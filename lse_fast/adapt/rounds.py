@@ -1,9 +1,8 @@
 """One LSE self-training round, stage by stage: score, select, patches,
 train, evaluate (paper Sections 3.2-3.6, Algorithm 1).
 
-* score: every target train image once (no_grad); the softmax upsampled to
-  the image size, P (the map the pseudo-labels filter), goes through
-  ``ops.score`` as log P; kept are the per-image per-class sums
+* score: every target train image once (no_grad); logits upsampled to the
+  image size go through ``ops.score``; kept are the per-image per-class sums
   of every image and the network's low-resolution softmax of the images that
   can still be selected (:func:`lse_fast.selection.candidates`), never a
   full-resolution map of the set.
@@ -272,14 +271,12 @@ def score_target(ctx, model, portion):
             with autocast(ctx.device, cfg.amp):
                 logits = model(x)
             logits = logits.float()
-            # Score the map the pseudo-labels filter: P = upsample(softmax(logits))
-            # (crop_pseudo_labels' definition), given to score as log P, whose
-            # softmax is P again; upsampling logits instead would give
-            # thresholds h_c of another entropy map (higher near boundaries).
-            p_up = F.interpolate(torch.softmax(logits, dim=1), size=tuple(cfg.image_size), mode="bilinear",
-                                 align_corners=False)
-            up = torch.log(p_up.clamp_min(1e-30))
-            del p_up
+            # Logits upsampled to the image size (issue 7, and the authors' code).
+            # crop_pseudo_labels filters the upsampled softmax instead, whose
+            # entropy is slightly higher near class boundaries; scoring that
+            # map (log of it) was measured and lowered the built-in run's
+            # mIoU (README, "Running LSE").
+            up = F.interpolate(logits, size=tuple(cfg.image_size), mode="bilinear", align_corners=False)
             s = ops.score(up)
             if ctx.verifier is not None and ops.kind == "fused":
                 ctx.verifier.score(up, s)
