@@ -66,8 +66,9 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
         class_names: names for ``per_class`` (default: the 19 Cityscapes
             classes when num_classes == 19, else "class_<i>").
         device: where to run (default: the model's device).
-        autocast: run the model under autocast (bfloat16 on CPU, float16 on
-            CUDA); the upsampling and argmax stay in float32.
+        autocast: run the model under autocast: True (bfloat16 on CPU,
+            float16 on CUDA) or a dtype (e.g. torch.bfloat16, to match how a
+            model was trained); the upsampling and argmax stay in float32.
         progress: print progress to stderr.
 
     Returns:
@@ -105,8 +106,11 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
                     )
                 image = image.to(device, non_blocking=True)
                 label = label.to(device, non_blocking=True)
-                if autocast:
-                    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+                if autocast is not False and autocast is not None:
+                    if isinstance(autocast, torch.dtype):
+                        dtype = autocast
+                    else:
+                        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
                     ctx = torch.autocast(device.type, dtype=dtype)
                 else:
                     ctx = contextlib.nullcontext()

@@ -448,7 +448,8 @@ def evaluate_target(ctx, model):
 
     cfg = ctx.cfg
     res = evaluate(model, ctx.val_loader, num_classes=cfg.num_classes, class_names=ctx.class_names,
-                   device=ctx.device, autocast=cfg.amp, progress=cfg.progress)
+                   device=ctx.device, autocast=torch.bfloat16 if cfg.amp and ctx.device.type == "cuda" else False,
+                   progress=cfg.progress)
     iou = [float(v) for v in res["iou"]]
     vals = [iou[c] for c in ctx.classes if not math.isnan(iou[c])]
     miou = sum(vals) / len(vals) if vals else float("nan")
