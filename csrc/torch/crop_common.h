@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <tuple>
 #include <utility>
 
 #include "cpu/crop_resize_cpu.h"
@@ -129,6 +130,26 @@ inline void check_crop_pseudo_labels_input(const at::Tensor& probs, const at::Te
                 "), got ", thresholds.device());
   LSE_CHECK_ARG(op, ignore_index >= probs.size(1) && ignore_index <= 255, "ignore_index",
                 "must be in [C, 255] = [", probs.size(1), ", 255], got ", ignore_index);
+}
+
+// Every check of a crop_pseudo_labels call, box values included.
+struct PseudoLabelCall {
+  int64_t oh = 0, ow = 0, image_h = 0, image_w = 0;
+  at::Tensor host_boxes;
+};
+
+inline PseudoLabelCall check_crop_pseudo_labels_call(const at::Tensor& probs, const at::Tensor& boxes,
+                                                     at::IntArrayRef size, const at::Tensor& thresholds,
+                                                     at::IntArrayRef image_size, int64_t ignore_index,
+                                                     at::DeviceType device_type) {
+  const char* op = "crop_pseudo_labels";
+  check_crop_pseudo_labels_input(probs, thresholds, ignore_index);
+  LSE_CHECK_DEVICE(op, probs, device_type);
+  PseudoLabelCall call;
+  std::tie(call.oh, call.ow) = check_out_size(op, size, "size");
+  std::tie(call.image_h, call.image_w) = check_out_size(op, image_size, "image_size");
+  call.host_boxes = checked_host_boxes(op, boxes, probs.device(), probs.size(0), call.image_h, call.image_w);
+  return call;
 }
 
 }  // namespace lse::torch_ops

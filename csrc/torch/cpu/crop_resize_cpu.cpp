@@ -152,13 +152,10 @@ at::Tensor crop_resize_backward_kernel(const at::Tensor& grad, const at::Tensor&
 at::Tensor crop_pseudo_labels_kernel(const at::Tensor& probs, const at::Tensor& boxes, at::IntArrayRef size,
                                      const at::Tensor& thresholds, at::IntArrayRef image_size,
                                      int64_t ignore_index) {
-  const char* op = "crop_pseudo_labels";
-  check_crop_pseudo_labels_input(probs, thresholds, ignore_index);
-  LSE_CHECK_DEVICE(op, probs, at::kCPU);
-  const auto [oh, ow] = check_out_size(op, size, "size");
-  const auto [H, W] = check_out_size(op, image_size, "image_size");
-  const at::Tensor host_boxes = checked_host_boxes(op, boxes, probs.device(), probs.size(0), H, W);
-  const int64_t k = host_boxes.size(0);
+  const PseudoLabelCall call =
+      check_crop_pseudo_labels_call(probs, boxes, size, thresholds, image_size, ignore_index, at::kCPU);
+  const at::Tensor& host_boxes = call.host_boxes;
+  const int64_t k = host_boxes.size(0), oh = call.oh, ow = call.ow, H = call.image_h, W = call.image_w;
   at::Tensor out = empty_for_overwrite({k, oh, ow}, probs.options().dtype(at::kByte));
   if (out.numel() == 0) return out;
 

@@ -71,13 +71,11 @@ at::Tensor crop_pseudo_labels_cuda_kernel(const at::Tensor& probs, const at::Ten
                                           const at::Tensor& thresholds, at::IntArrayRef image_size,
                                           int64_t ignore_index) {
   const char* op = "crop_pseudo_labels";
-  check_crop_pseudo_labels_input(probs, thresholds, ignore_index);
-  LSE_CHECK_DEVICE(op, probs, at::kCUDA);
-  const auto [oh, ow] = check_out_size(op, size, "size");
-  const auto [H, W] = check_out_size(op, image_size, "image_size");
+  const PseudoLabelCall call =
+      check_crop_pseudo_labels_call(probs, boxes, size, thresholds, image_size, ignore_index, at::kCUDA);
   const c10::cuda::CUDAGuard guard(probs.device());
-  const at::Tensor host_boxes = checked_host_boxes(op, boxes, probs.device(), probs.size(0), H, W);
-  const int64_t k = host_boxes.size(0);
+  const at::Tensor& host_boxes = call.host_boxes;
+  const int64_t k = host_boxes.size(0), oh = call.oh, ow = call.ow, H = call.image_h, W = call.image_w;
   at::Tensor out = at::empty({k, oh, ow}, probs.options().dtype(at::kByte));
   if (out.numel() == 0) return out;
   const at::Tensor p = probs.to(at::kFloat).contiguous();
