@@ -184,7 +184,7 @@ def test_denormalize_round_trip(trees):
         b = next(iter(data.loader(ds, batch_size=2, normalization=norm)))
         rgb = data.denormalize(b["image"], norm)
         for k, i in enumerate(b["index"].tolist()):
-            assert torch.equal(rgb[k], torch.from_numpy(np.asarray(Image.open(ds.image_path(i)).convert("RGB"))))
+            assert torch.equal(rgb[k], torch.from_numpy(np.array(Image.open(ds.image_path(i)).convert("RGB"))))
 
 
 def test_augmentation_keeps_image_and_label_aligned(tmp_path):
