@@ -29,6 +29,23 @@ def _plt():
     return plt
 
 
+def _save(fig, path):
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _per_class_axes(ax, x, names, ylabel, title, legend_fontsize=None):
+    """Class names under grouped bars, the labels and the legend."""
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=60, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_fontsize)
+
+
 def colorize(label):
     """uint8/int [H, W] trainIds -> uint8 [H, W, 3] (255 black, other ids grey)."""
     lab = np.asarray(label).astype(np.int64)
@@ -61,9 +78,7 @@ def miou_per_round(path, metrics):
     ax.set_ylabel("target val mIoU (%)")
     ax.set_title("mIoU per round")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def per_class_iou(path, metrics):
@@ -77,14 +92,8 @@ def per_class_iou(path, metrics):
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(classes)), 4))
     ax.bar(x - 0.2, before, 0.4, label="source only")
     ax.bar(x + 0.2, after, 0.4, label=f"after round {last['round']}")
-    ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=60, ha="right")
-    ax.set_ylabel("IoU (%)")
-    ax.set_title("per-class IoU before / after self-training")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _per_class_axes(ax, x, names, "IoU (%)", "per-class IoU before / after self-training")
+    _save(fig, path)
 
 
 def selected_per_class(path, metrics):
@@ -99,14 +108,8 @@ def selected_per_class(path, metrics):
     for j, r in enumerate(rounds):
         ax.bar(x - 0.4 + (j + 0.5) * width, [r["selected_per_class"][c] for c in classes], width,
                label=f"round {r['round']} (p={r['portion']:.2f})")
-    ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=60, ha="right")
-    ax.set_ylabel("images selected")
-    ax.set_title("images selected per class per round")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _per_class_axes(ax, x, names, "images selected", "images selected per class per round", legend_fontsize=7)
+    _save(fig, path)
 
 
 def thresholds_per_round(path, metrics):
@@ -129,9 +132,7 @@ def thresholds_per_round(path, metrics):
     ax.set_title("dynamic thresholds per class")
     ax.legend(fontsize=6, ncol=2)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def pseudo_label_examples(path, examples, normalization="imagenet", title=""):
@@ -157,9 +158,7 @@ def pseudo_label_examples(path, examples, normalization="imagenet", title=""):
                 ax.set_title(t, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def all_plots(directory, metrics):
