@@ -3,7 +3,9 @@
 probabilities (19 ch) and mask. crop_resize against a Python loop of
 F.interpolate (+ torch.cat), crop_pseudo_labels against the reference path
 (full-resolution P, entropy filter, crop-resize, argmax) from stride-8
-probabilities. Reports time, GB/s (output written) and peak extra memory.
+probabilities; both also against torch.compile of their reference (which
+breaks its graph once, at the data-dependent box check). Reports time, GB/s
+(output written) and peak extra memory.
     pytest benchmarks/ --benchmark-only
 """
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.conftest import finish, record, sync
+from benchmarks.conftest import finish, provider_fn, record, sync
 from benchmarks.memory import peak_extra_mib
 from lse_fast import ops, reference
 from lse_fast.patches import random_boxes
@@ -48,20 +50,51 @@ def interpolate_loop(x, boxes, mode):
     return out[:, 0] if squeeze else out
 
 
+def _crop_reference(x, boxes, mode):
+    return reference.crop_resize(x, boxes, OUT, mode=mode)
+
+
+def _crop_fused(x, boxes, mode):
+    return ops.crop_resize(x, boxes, OUT, mode=mode)
+
+
+def _pseudo_reference(p, boxes, thr):
+    return reference.crop_pseudo_labels(p, boxes, OUT, thr, image_size=IMAGE)
+
+
+def _pseudo_fused(p, boxes, thr):
+    return ops.crop_pseudo_labels(p, boxes, OUT, thr, image_size=IMAGE)
+
+
 def crop_fn(kind, provider):
     mode = "nearest" if kind == "mask" else "bilinear"
-    if provider == "fused":
-        return lambda x, boxes: ops.crop_resize(x, boxes, OUT, mode=mode)
-    return lambda x, boxes: interpolate_loop(x, boxes, "nearest-exact" if mode == "nearest" else mode)
+    if provider == "loop":
+        return lambda x, boxes: interpolate_loop(x, boxes, "nearest-exact" if mode == "nearest" else mode)
+    impl = provider_fn(provider, _crop_fused, _crop_reference)
+    return lambda x, boxes: impl(x, boxes, mode)
 
 
 def pseudo_fn(provider):
     thr = torch.full((19,), 0.5)
-    impl = ops.crop_pseudo_labels if provider == "fused" else reference.crop_pseudo_labels
-    return lambda p, boxes: impl(p, boxes, OUT, thr.to(p.device), image_size=IMAGE)
+    impl = provider_fn({"reference": "eager"}.get(provider, provider), _pseudo_fused, _pseudo_reference)
+    return lambda p, boxes: impl(p, boxes, thr.to(p.device))
 
 
-@pytest.mark.parametrize("provider", ["fused", "loop"])
+def time_provider(benchmark, device, fn, inputs, rounds, setup):
+    """Times fn(*inputs), then (CPU) its peak extra memory in a fresh
+    process whose `setup` defines the same `fn` and `inputs`."""
+
+    def run():
+        fn(*inputs)
+        sync(device)
+
+    benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=1)
+    finish(benchmark, device, benchmark.extra_info["bytes"])
+    if device == "cpu":
+        benchmark.extra_info["peak_extra_MiB"] = round(peak_extra_mib(setup, "y = fn(*inputs); del y"), 1)
+
+
+@pytest.mark.parametrize("provider", ["fused", "loop", "compile"])
 @pytest.mark.parametrize("kind", ["image", "probs", "mask"])
 def test_crop_resize(benchmark, device, kind, provider):
     x, boxes = make_inputs(kind, device)
@@ -74,23 +107,15 @@ def test_crop_resize(benchmark, device, kind, provider):
         torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
     nbytes = want.numel() * want.element_size()
     record(benchmark, device=device, dtype=x.dtype, shape=tuple(want.shape), provider=provider, nbytes=nbytes)
-
-    def run():
-        fn(x, boxes)
-        sync(device)
-
-    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
-    finish(benchmark, device, nbytes)
-    if device == "cpu":
-        setup = (
-            "from benchmarks.test_bench_crop import make_inputs, crop_fn\n"
-            f"x, boxes = make_inputs({kind!r}, 'cpu')\nfn = crop_fn({kind!r}, {provider!r})"
-        )
-        benchmark.extra_info["peak_extra_MiB"] = round(peak_extra_mib(setup, "y = fn(x, boxes); del y"), 1)
-        benchmark.extra_info["output_MiB"] = round(nbytes / 2**20, 1)
+    benchmark.extra_info["output_MiB"] = round(nbytes / 2**20, 1)
+    setup = (
+        "from benchmarks.test_bench_crop import make_inputs, crop_fn\n"
+        f"inputs = make_inputs({kind!r}, 'cpu')\nfn = crop_fn({kind!r}, {provider!r})"
+    )
+    time_provider(benchmark, device, fn, (x, boxes), 5, setup)
 
 
-@pytest.mark.parametrize("provider", ["fused", "reference"])
+@pytest.mark.parametrize("provider", ["fused", "reference", "compile"])
 def test_crop_pseudo_labels(benchmark, device, provider):
     p, boxes = make_inputs("lowres", device)
     fn = pseudo_fn(provider)
@@ -99,16 +124,8 @@ def test_crop_pseudo_labels(benchmark, device, provider):
     assert (got.cpu() == want.cpu()).double().mean() >= 0.999
     nbytes = got.numel()
     record(benchmark, device=device, dtype=p.dtype, shape=tuple(got.shape), provider=provider, nbytes=nbytes)
-
-    def run():
-        fn(p, boxes)
-        sync(device)
-
-    benchmark.pedantic(run, rounds=3 if provider == "reference" else 5, iterations=1, warmup_rounds=1)
-    finish(benchmark, device, nbytes)
-    if device == "cpu":
-        setup = (
-            "from benchmarks.test_bench_crop import make_inputs, pseudo_fn\n"
-            f"p, boxes = make_inputs('lowres', 'cpu')\nfn = pseudo_fn({provider!r})"
-        )
-        benchmark.extra_info["peak_extra_MiB"] = round(peak_extra_mib(setup, "y = fn(p, boxes); del y"), 1)
+    setup = (
+        "from benchmarks.test_bench_crop import make_inputs, pseudo_fn\n"
+        f"inputs = make_inputs('lowres', 'cpu')\nfn = pseudo_fn({provider!r})"
+    )
+    time_provider(benchmark, device, fn, (p, boxes), 3 if provider == "reference" else 5, setup)
