@@ -92,3 +92,31 @@ def test_cpu_only_build_rejects_cuda_tensor_plainly(monkeypatch):
 def test_ops_are_registered_once_with_schema():
     schema = str(torch.ops.lse_fast.score.default._schema)
     assert schema.startswith("lse_fast::score(Tensor logits) -> (Tensor confidence, Tensor label")
+
+
+def test_import_reaches_every_public_subpackage_lazily():
+    # A fresh interpreter: `import lse_fast` alone must not import the
+    # subpackages (nor DALI or matplotlib), and attribute access must reach them.
+    code = (
+        "import sys\n"
+        "import lse_fast\n"
+        "lazy = ('adapt', 'data', 'evaluate', 'metrics', 'models', 'selection')\n"
+        "assert not [m for m in lazy if 'lse_fast.' + m in sys.modules], 'imported eagerly'\n"
+        "assert not [m for m in sys.modules if m.startswith(('nvidia.dali', 'matplotlib'))], 'heavy import'\n"
+        "assert set(lazy) <= set(dir(lse_fast)) and set(lazy) <= set(lse_fast.__all__)\n"
+        "assert callable(lse_fast.models.build) and callable(lse_fast.data.loader)\n"
+        "assert callable(lse_fast.evaluate.evaluate) and callable(lse_fast.selection.select)\n"
+        "assert callable(lse_fast.metrics.SegmentationMetric) and callable(lse_fast.adapt.main)\n"
+        "assert lse_fast.models is sys.modules['lse_fast.models']\n"
+        "assert not [m for m in sys.modules if m.startswith('nvidia.dali')], 'DALI imported before a loader'\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_unknown_attribute_is_a_plain_attribute_error():
+    with pytest.raises(AttributeError, match="module 'lse_fast' has no attribute 'modles'"):
+        lse_fast.modles  # noqa: B018
+    assert not hasattr(lse_fast, "nope")
