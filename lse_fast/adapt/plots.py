@@ -1,6 +1,12 @@
 """PNG plots of a run (matplotlib, Agg backend): mIoU per round, per-class
 IoU before/after, images selected per class per round (the paper's Fig. 5),
-thresholds per class per round, pseudo-label examples over their patches."""
+thresholds per class per round, pseudo-label examples over their patches.
+
+A class whose IoU is NaN (absent from both the labels and the predictions)
+is marked "absent" and its name greyed, never drawn as a 0 bar; counts get
+integer ticks; the pseudo-label panels carry a legend of the classes shown.
+Every plot function saves its PNG and returns the (closed) Figure, whose
+axes can still be inspected."""
 
 from __future__ import annotations
 
@@ -29,12 +35,46 @@ def _plt():
     return plt
 
 
+ABSENT_COLOR = "0.6"
+
+
 def _save(fig, path):
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return fig
+
+
+def _save_laid_out(fig, path):
+    """_save for a figure whose layout is already set (keeps room for a figure legend)."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return fig
+
+
+def _integer_ticks(axis):
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _mark_absent(ax, x, offsets, series):
+    """NaN IoU = the class is in neither the labels nor the predictions: one
+    "absent" over a class absent from every series (its name greyed), or
+    over the one bar that has no value; never an empty slot that reads as 0.
+    Call after the tick labels are set."""
+    labels = ax.get_xticklabels()
+    for i, xi in enumerate(x):
+        nan = [math.isnan(s[i]) for s in series]
+        spots = [xi] if all(nan) else [xi + off for off, n in zip(offsets, nan) if n]
+        for pos in spots:
+            ax.text(pos, 1.0, "absent", rotation=90, ha="center", va="bottom", fontsize=7, color=ABSENT_COLOR)
+        if all(nan):
+            labels[i].set_color(ABSENT_COLOR)
 
 
 def _per_class_axes(ax, x, names, ylabel, title, legend_fontsize=None):
@@ -78,10 +118,12 @@ def miou_per_round(path, metrics):
     ax.set_ylabel("target val mIoU (%)")
     ax.set_title("mIoU per round")
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    return _save(fig, path)
 
 
 def per_class_iou(path, metrics):
+    """Per-class IoU of the source-only model and of the last round; classes
+    with no IoU in either (absent from the data) are marked absent."""
     plt = _plt()
     classes = metrics.get("classes") or list(range(len(metrics["source_only"]["per_class_iou"])))
     names = _names(metrics, classes)
@@ -93,7 +135,9 @@ def per_class_iou(path, metrics):
     ax.bar(x - 0.2, before, 0.4, label="source only")
     ax.bar(x + 0.2, after, 0.4, label=f"after round {last['round']}")
     _per_class_axes(ax, x, names, "IoU (%)", "per-class IoU before / after self-training")
-    _save(fig, path)
+    ax.set_ylim(0, max([v for v in before + after if not math.isnan(v)] + [1.0]) * 1.15 + 5)
+    _mark_absent(ax, x, (-0.2, 0.2), (before, after))
+    return _save(fig, path)
 
 
 def selected_per_class(path, metrics):
@@ -109,7 +153,8 @@ def selected_per_class(path, metrics):
         ax.bar(x - 0.4 + (j + 0.5) * width, [r["selected_per_class"][c] for c in classes], width,
                label=f"round {r['round']} (p={r['portion']:.2f})")
     _per_class_axes(ax, x, names, "images selected", "images selected per class per round", legend_fontsize=7)
-    _save(fig, path)
+    _integer_ticks(ax.yaxis)
+    return _save(fig, path)
 
 
 def thresholds_per_round(path, metrics):
@@ -130,20 +175,30 @@ def thresholds_per_round(path, metrics):
     ax.set_xlabel("round")
     ax.set_ylabel("threshold h_c (normalised entropy)")
     ax.set_title("dynamic thresholds per class")
-    ax.legend(fontsize=6, ncol=2)
+    _integer_ticks(ax.xaxis)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, ncol=2)
+    else:
+        ax.text(0.5, 0.5, "no class has a threshold", transform=ax.transAxes, ha="center", color=ABSENT_COLOR)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    return _save(fig, path)
 
 
-def pseudo_label_examples(path, examples, normalization="imagenet", title=""):
+def pseudo_label_examples(path, examples, normalization="imagenet", title="", class_names=None):
     """A few (patch image [3, H, W] normalised, pseudo-label uint8 [H, W])
-    pairs: the patch, its pseudo-label and the label over the patch."""
+    pairs: the patch, its pseudo-label and the label over the patch, with a
+    legend of the classes that occur in the pseudo-labels (and "ignored").
+    `class_names` by trainId (default: the 19 Cityscapes classes)."""
     if not examples:
-        return
-    from lse_fast.data import denormalize
+        return None
+    from matplotlib.patches import Patch
 
+    from lse_fast.data import CLASS_NAMES, denormalize
+
+    names = list(CLASS_NAMES if class_names is None else class_names)
     plt = _plt()
     n = len(examples)
+    present = sorted({int(v) for _, lab in examples for v in np.unique(lab.numpy())})
     fig, axes = plt.subplots(n, 3, figsize=(9, 1.7 * n * 1.0 + 0.6), squeeze=False)
     for i, (img, lab) in enumerate(examples):
         rgb = denormalize(img.unsqueeze(0).float(), normalization)[0].numpy()
@@ -156,9 +211,19 @@ def pseudo_label_examples(path, examples, normalization="imagenet", title=""):
             ax.set_axis_off()
             if i == 0:
                 ax.set_title(t, fontsize=8)
+    handles = []
+    for c in present:
+        if c == 255:
+            handles.append(Patch(facecolor="black", edgecolor="0.5", label="ignored"))
+        else:
+            color = PALETTE[c] / 255.0 if 0 <= c < len(PALETTE) else (0.5, 0.5, 0.5)
+            handles.append(Patch(facecolor=color, edgecolor="0.5", label=names[c] if 0 <= c < len(names) else str(c)))
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0.06 + 0.02 * ((len(handles) - 1) // 6), 1, 0.95 if title else 1))
     if title:
         fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    return _save_laid_out(fig, path)
 
 
 def all_plots(directory, metrics):
