@@ -120,3 +120,81 @@ def test_unknown_attribute_is_a_plain_attribute_error():
     with pytest.raises(AttributeError, match="module 'lse_fast' has no attribute 'modles'"):
         lse_fast.modles  # noqa: B018
     assert not hasattr(lse_fast, "nope")
+
+
+def _fake_checkout(tmp_path, requirements="numpy>=1.0\n"):
+    """A checkout with scripts/setup.sh, requirement files, sources and a
+    stand-in lse_fast whose 'built extension' is newer than every source."""
+    root = tmp_path / "repo"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "setup.sh", root / "scripts" / "setup.sh")
+    (root / "requirements.txt").write_text("# runtime\n" + requirements)
+    (root / "requirements-dev.txt").write_text("pytest>=1\n")
+    (root / "setup.py").write_text("raise SystemExit('not to be run by a dry run')\n")
+    (root / "csrc" / "core").mkdir(parents=True)
+    (root / "csrc" / "core" / "op.h").write_text("// source\n")
+    (root / "lse_fast").mkdir()
+    (root / "lse_fast" / "__init__.py").write_text("__version__ = '0'\ndef built_with_cuda():\n    return False\n")
+    so = root / "lse_fast" / "_C.cpython-311-x86_64-linux-gnu.so"
+    so.write_bytes(b"")
+    for p in (root / "setup.py", root / "csrc" / "core" / "op.h"):
+        os.utime(p, (1_000_000, 1_000_000))
+    os.utime(so, (2_000_000, 2_000_000))
+    return root
+
+
+def _dry_run(root, *args, pythonpath=True):
+    env = dict(os.environ, PYTHON=sys.executable)
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = str(root)  # `import lse_fast` resolves to the checkout, as after `pip install -e .`
+    return subprocess.run(["bash", str(root / "scripts" / "setup.sh"), "--dry-run", *args], capture_output=True,
+                          text=True, env=env, cwd=root.parent)
+
+
+def test_setup_skips_pip_and_build_when_everything_is_current(tmp_path):
+    root = _fake_checkout(tmp_path)
+    proc = _dry_run(root, "--dev")
+    assert proc.returncode == 0, proc.stderr
+    assert "skip pip: every requirement of requirements.txt requirements-dev.txt is satisfied" in proc.stdout
+    assert "skip build" in proc.stdout
+    assert "would run" not in proc.stdout
+
+
+def test_setup_rebuilds_when_a_source_changed(tmp_path):
+    root = _fake_checkout(tmp_path)
+    os.utime(root / "csrc" / "core" / "op.h", (3_000_000, 3_000_000))
+    proc = _dry_run(root)
+    assert proc.returncode == 0, proc.stderr
+    assert "skip pip" in proc.stdout
+    (line,) = [ln for ln in proc.stdout.splitlines() if "would run" in ln]
+    assert "pip install --quiet --no-build-isolation -e ." in line and "csrc/core/op.h is newer than" in line
+    os.utime(root / "csrc" / "core" / "op.h", (1_000_000, 1_000_000))
+    os.utime(root / "setup.py", (3_000_000, 3_000_000))
+    assert "setup.py is newer than" in _dry_run(root).stdout
+
+
+def test_setup_builds_without_extension_or_when_imported_from_elsewhere(tmp_path):
+    root = _fake_checkout(tmp_path)
+    proc = _dry_run(root, pythonpath=False)  # lse_fast imports from another checkout (or not at all)
+    assert "-e . (lse_fast does not import from this checkout" in proc.stdout
+    (root / "lse_fast" / "_C.cpython-311-x86_64-linux-gnu.so").unlink()
+    assert "-e . (no built extension lse_fast/_C*.so)" in _dry_run(root).stdout
+
+
+def test_setup_runs_pip_only_for_unmet_requirements(tmp_path):
+    root = _fake_checkout(tmp_path, requirements="numpy<1.0\nlse-fast-no-such-package>=1\nnumpy>=1.0; python_version < '3'\n")
+    proc = _dry_run(root, "--dev")
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [ln for ln in proc.stdout.splitlines() if "would run" in ln and "-r" in ln]
+    assert "pip install --quiet -r requirements.txt -r requirements-dev.txt" in line
+    assert "numpy<1.0 (installed " in line and "lse-fast-no-such-package>=1 (not installed)" in line
+    assert "python_version" not in line  # a requirement whose marker does not apply is not unmet
+    assert "skip build" in proc.stdout
+
+
+def test_setup_rejects_unknown_options(tmp_path):
+    root = _fake_checkout(tmp_path)
+    proc = _dry_run(root, "--devv")
+    assert proc.returncode == 2
+    assert "setup.sh: unknown option '--devv' (expected --dev and/or --dry-run)" in proc.stderr
