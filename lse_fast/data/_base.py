@@ -37,12 +37,21 @@ def _image_size(path):
     return h, w
 
 
-def _open_label_array(path, channel):
+def _open_label_array(path, channel, multichannel=False):
     """Raw label ids as an integer array [H, W]. Palette PNGs are read by index;
-    16-bit multi-channel PNGs (SYNTHIA) keep their full 16-bit values, of
-    which channel `channel` is taken."""
+    16-bit multi-channel PNGs (SYNTHIA, `multichannel=True`) keep their full
+    16-bit values, of which channel `channel` is taken. Other datasets need
+    single-channel labels: a colour or 1-bit label is an error, not ids."""
     try:
         im = Image.open(path)
+        mode, bands = im.mode, len(im.getbands())
+        if mode == "1" or (not multichannel and bands > 1):
+            im.close()
+            what = "is 1-bit (mode '1')" if mode == "1" else f"has {bands} channels (mode {mode!r})"
+            raise _BadLabelMode(
+                f"lse_fast.data: label file {str(path)!r} {what}; expected a single-channel map of class ids "
+                "(8- or 16-bit grey 'L'/'I;16', or palette 'P' read by index); colour-coded labels such as "
+                "Cityscapes *_color.png are not ids")
         args = im.tile[0].args if im.tile else None
         if im.mode in ("RGB", "RGBA") and isinstance(args, str) and args.endswith(";16B"):
             # Pillow keeps only the high byte of 16-bit colour samples. Decode
@@ -60,6 +69,8 @@ def _open_label_array(path, channel):
             if arr.ndim == 3:
                 arr = arr[..., channel]
         im.close()
+    except _BadLabelMode:
+        raise
     except Exception as e:
         raise RuntimeError(f"lse_fast.data: cannot decode label file {str(path)!r}: {e}") from None
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_:
@@ -68,9 +79,14 @@ def _open_label_array(path, channel):
     return arr
 
 
+class _BadLabelMode(RuntimeError):
+    pass
+
+
 def read_label(dataset, i):
     """Label of image i as uint8 [H, W] trainIds (255 = ignore)."""
-    arr = _open_label_array(dataset.label_path(i), dataset.label_channel)
+    arr = _open_label_array(dataset.label_path(i), dataset.label_channel,
+                            getattr(dataset, "multichannel_labels", False))
     arr = arr.astype(np.int64, copy=False)
     lut = dataset.label_lut
     bad = (arr < 0) | (arr >= lut.shape[0])

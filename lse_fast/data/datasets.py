@@ -75,6 +75,7 @@ class SegmentationDataset:
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
     label_channel = 0
+    multichannel_labels = False  # True: labels may have several channels (SYNTHIA), class in `label_channel`
 
     def __init__(self, root, images, labels, *, label_mapping, classes):
         self.root = Path(root)
@@ -151,6 +152,17 @@ def _select(rel_paths, list_file, who, directory):
     return sorted(chosen)
 
 
+def _check_no_orphan_labels(label_dir, label_rels, paired, who, image_hint):
+    """Without a list file every label must have its image: a label left
+    over means images are missing (e.g. a partly unpacked archive)."""
+    orphans = sorted(set(label_rels) - {Path(p).as_posix() for p in paired})
+    if orphans:
+        raise FileNotFoundError(
+            f"{who}: label {str(label_dir / orphans[0])!r} has no image (expected {image_hint(orphans[0])})"
+            + (f" and {len(orphans) - 1} more labels without images" if len(orphans) > 1 else "")
+            + "; restore the missing images, or pass `list_file` to use a subset")
+
+
 class ImageFolderPairs(SegmentationDataset):
     """`root/<images>/**/<stem>.<ext>` paired with `root/<labels>/**/<stem>.png`
     by relative path without extension.
@@ -186,12 +198,17 @@ class ImageFolderPairs(SegmentationDataset):
                 if not lp.is_file():
                     raise FileNotFoundError(f"{who}: image {str(image_dir / r)!r} has no label (expected {str(lp)!r})")
                 label_paths.append(lp)
+            if list_file is None:
+                _check_no_orphan_labels(
+                    label_dir, _scan(label_dir, label_suffix), [lp.relative_to(label_dir) for lp in label_paths], who,
+                    lambda o: f"{str(image_dir / Path(o).with_suffix(''))!r} with an image extension")
         elif require_labels:
             raise FileNotFoundError(f"{who}: label directory {str(label_dir)!r} does not exist")
         mapping = mappings[label_ids]
         classes = range(NUM_CLASSES) if mapping is None else set(mapping.values())
         if name is not None:
             self.name = name
+        self.multichannel_labels = label_ids == "synthia"
         super().__init__(root, [image_dir / r for r in rel], label_paths, label_mapping=mapping, classes=classes)
 
 
@@ -239,7 +256,9 @@ class Cityscapes(SegmentationDataset):
             raise ValueError(f"{who}: `label_type` must be 'auto', 'labelIds' or 'labelTrainIds', got {label_type!r}")
         image_dir = root / "leftImg8bit" / split
         if not image_dir.is_dir():
-            raise FileNotFoundError(f"{who}: image directory {str(image_dir)!r} does not exist")
+            splits = sorted(p.name for p in (root / "leftImg8bit").glob("*") if p.is_dir())
+            raise FileNotFoundError(f"{who}: image directory {str(image_dir)!r} does not exist "
+                                    f"(available splits: {', '.join(splits) if splits else 'none'})")
         rel = _select(_scan(image_dir, "_leftImg8bit.png"), list_file, who, image_dir)
         if not rel:
             raise FileNotFoundError(f"{who}: no images (*_leftImg8bit.png) found under {str(image_dir)!r}")
@@ -259,6 +278,10 @@ class Cityscapes(SegmentationDataset):
                 if not lp.is_file():
                     raise FileNotFoundError(f"{who}: image {str(image_dir / r)!r} has no label (expected {str(lp)!r})")
                 labels.append(lp)
+            if list_file is None:
+                _check_no_orphan_labels(
+                    label_dir, _scan(label_dir, suffix), [lp.relative_to(label_dir) for lp in labels], who,
+                    lambda o: repr(str(image_dir / (o[: -len(suffix)] + "_leftImg8bit.png"))))
         elif require_labels:
             raise FileNotFoundError(f"{who}: label directory {str(label_dir)!r} does not exist")
         self.split = split

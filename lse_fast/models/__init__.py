@@ -15,6 +15,7 @@ factory, calls ``factory(num_classes=..., **kwargs)`` and checks the result.
 
 import importlib
 import os
+import re
 import sys
 
 import torch
@@ -115,16 +116,15 @@ def _read_state_dict(source):
     where = "the given state dict"
     if isinstance(source, (str, os.PathLike)):
         where = os.fspath(source)
+        if os.path.isdir(where):
+            raise FileNotFoundError(f"lse_fast.models.load_checkpoint: {where} is a directory, expected a checkpoint file")
         if not os.path.isfile(where):
             raise FileNotFoundError(f"lse_fast.models.load_checkpoint: checkpoint file not found: {where}")
         try:
             state = torch.load(where, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - re-raised with the path
-            raise RuntimeError(
-                f"lse_fast.models.load_checkpoint: cannot read {where} as a PyTorch state dict "
-                f"(torch.load(weights_only=True) failed: {e}). If the file holds more than tensors and you "
-                "trust it, load it yourself with torch.load(path, weights_only=False) and pass the state dict"
-            ) from e
+            raise RuntimeError(f"lse_fast.models.load_checkpoint: cannot read {where} as a PyTorch state dict: "
+                               + _load_failure(where, e)) from None
     else:
         state = source
     for _ in range(2):  # {"state_dict": {...}} or {"model": {"state_dict": ...}}
@@ -138,6 +138,23 @@ def _read_state_dict(source):
             f"one of the keys {_WRAPPER_KEYS}); got {type(state).__name__}"
         )
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, where
+
+
+def _load_failure(path, error):
+    """Why torch.load failed, in one or two sentences (its own message on
+    weights_only runs to a page)."""
+    if os.path.getsize(path) == 0:
+        return "it is an empty file (0 bytes)"
+    text = str(error).strip()
+    if "Weights only load failed" in text or "WeightsUnpickler" in text:
+        found = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
+        detail = found.group(1).strip() if found else text.splitlines()[0]
+        return (f"it holds Python objects besides tensors, which torch.load(weights_only=True) refuses ({detail}). "
+                "If you trust the file, load it yourself with torch.load(path, weights_only=False) and pass "
+                "the state dict")
+    first = text.splitlines()[0] if text else type(error).__name__
+    return (f"torch.load(weights_only=True) failed ({first}); the file is truncated, corrupt or not a "
+            "PyTorch checkpoint")
 
 
 def _strip_prefixes(state, model_keys):
