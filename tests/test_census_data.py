@@ -440,3 +440,10 @@ def test_multichannel_labels_stay_allowed_where_they_are_the_format(tmp_path):
     _png(root / "GT" / "LABELS" / "0000000.png", lab)
     batch = first_batch(data.SYNTHIA(root))
     assert (batch["label"] == 0).all()
+
+
+def test_readme_reliability_table_lists_every_case():
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Reliability: data and checkpoints", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \|", section, re.M)
+    assert rows == [m.__name__ for m, _ in CASES]
