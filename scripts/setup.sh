@@ -87,7 +87,7 @@ build_reason() {
   fi
 }
 
-if ! "$PY" -c "import torch" 2>/dev/null; then
+if ! "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)" 2>/dev/null; then
   step "torch is not installed" "$PY" -m pip install --quiet torch==2.13.0
 fi
 REQS=(requirements.txt)
@@ -108,6 +108,9 @@ REASON=$(build_reason)
 if [[ -n "$REASON" ]]; then
   # --no-build-isolation: build against the torch installed above.
   step "$REASON" env MAX_JOBS="${MAX_JOBS:-2}" "$PY" -m pip install --quiet --no-build-isolation -e .
+  # The build is now current with every source, also those it did not need
+  # to recompile (e.g. .cu files in a CPU-only build, which leave _C alone).
+  [[ $DRY == 1 ]] || touch lse_fast/_C*.so
 else
   echo "[setup] skip build: lse_fast/_C is newer than csrc/ and setup.py and imports from this checkout"
 fi

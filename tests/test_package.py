@@ -143,11 +143,10 @@ def _fake_checkout(tmp_path, requirements="numpy>=1.0\n"):
     return root
 
 
-def _dry_run(root, *args, pythonpath=True):
+def _dry_run(root, *args, pythonpath=None):
     env = dict(os.environ, PYTHON=sys.executable)
-    env.pop("PYTHONPATH", None)
-    if pythonpath:
-        env["PYTHONPATH"] = str(root)  # `import lse_fast` resolves to the checkout, as after `pip install -e .`
+    # `import lse_fast` resolves to the checkout, as after `pip install -e .` (or to `pythonpath`)
+    env["PYTHONPATH"] = str(pythonpath or root)
     return subprocess.run(["bash", str(root / "scripts" / "setup.sh"), "--dry-run", *args], capture_output=True,
                           text=True, env=env, cwd=root.parent)
 
@@ -176,8 +175,13 @@ def test_setup_rebuilds_when_a_source_changed(tmp_path):
 
 def test_setup_builds_without_extension_or_when_imported_from_elsewhere(tmp_path):
     root = _fake_checkout(tmp_path)
-    proc = _dry_run(root, pythonpath=False)  # lse_fast imports from another checkout (or not at all)
-    assert "-e . (lse_fast does not import from this checkout" in proc.stdout
+    other = tmp_path / "other"
+    shutil.copytree(root / "lse_fast", other / "lse_fast")
+    proc = _dry_run(root, pythonpath=other)  # lse_fast imports from another checkout
+    assert f"-e . (lse_fast does not import from this checkout (import gives: {other.resolve()}/lse_fast))" in proc.stdout
+    (root / "lse_fast" / "__init__.py").write_text("raise ImportError('built for another torch')\n")
+    proc = _dry_run(root)  # or does not import at all
+    assert "-e . (lse_fast does not import from this checkout (import gives: an error))" in proc.stdout
     (root / "lse_fast" / "_C.cpython-311-x86_64-linux-gnu.so").unlink()
     assert "-e . (no built extension lse_fast/_C*.so)" in _dry_run(root).stdout
 
