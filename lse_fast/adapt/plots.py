@@ -175,7 +175,6 @@ def thresholds_per_round(path, metrics):
     ax.set_xlabel("round")
     ax.set_ylabel("threshold h_c (normalised entropy)")
     ax.set_title("dynamic thresholds per class")
-    _integer_ticks(ax.xaxis)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=6, ncol=2)
     else:
