@@ -37,6 +37,10 @@ def _image_size(path):
     return h, w
 
 
+class _BadLabelMode(RuntimeError):
+    """A label file that decodes but is not a map of class ids."""
+
+
 def _open_label_array(path, channel, multichannel=False):
     """Raw label ids as an integer array [H, W]. Palette PNGs are read by index;
     16-bit multi-channel PNGs (SYNTHIA, `multichannel=True`) keep their full
@@ -77,10 +81,6 @@ def _open_label_array(path, channel, multichannel=False):
         raise RuntimeError(f"lse_fast.data: label file {str(path)!r} is not an integer label map "
                            f"(got array {arr.dtype} {arr.shape})")
     return arr
-
-
-class _BadLabelMode(RuntimeError):
-    pass
 
 
 def read_label(dataset, i):
