@@ -12,7 +12,11 @@ import lse_fast
 import lse_fast.models
 from lse_fast import reference
 from lse_fast.adapt import cli, main
-from lse_fast.adapt import rounds as rounds_mod
+from lse_fast.adapt import training as training_mod
+from lse_fast.adapt.context import Ops
+from lse_fast.adapt.patches import pseudo_labels
+from lse_fast.adapt.scoring import minmax_class_entropy
+from lse_fast.adapt.verify import Verifier
 from lse_fast.patches import random_boxes
 
 TINY = [
@@ -91,18 +95,18 @@ def test_reference_ops_select_the_same_images(fused_run, cache, tmp_path):
 def test_resume_after_kill_gives_the_same_metrics(fused_run, cache, tmp_path, monkeypatch):
     fused_dir, _ = fused_run
     run_dir = tmp_path / "killed"
-    real = rounds_mod.train_round
+    real = training_mod.train_round
 
     def killed_in_round_2(ctx, model, scores, selection, round_index, timer):
         if round_index == 2:
             raise KeyboardInterrupt  # as a kill in the middle of round 2
         return real(ctx, model, scores, selection, round_index, timer)
 
-    monkeypatch.setattr(rounds_mod, "train_round", killed_in_round_2)
+    monkeypatch.setattr(training_mod, "train_round", killed_in_round_2)
     assert cli(TINY + ["--cache-dir", cache, "--run-dir", str(run_dir)]) == 130
     partial = json.loads((run_dir / "metrics.json").read_text())
     assert [r["round"] for r in partial["rounds"]] == [1]  # lost only the round in progress
-    monkeypatch.setattr(rounds_mod, "train_round", real)
+    monkeypatch.setattr(training_mod, "train_round", real)
     resumed = main(["--resume", str(run_dir)])
     assert _stable(run_dir) == _stable(fused_dir)
     assert len(resumed["resumed"]) == 1 and resumed["resumed"][0]["after_round"] == 1
@@ -125,7 +129,7 @@ def test_verify_records_deviations(cache, tmp_path):
 
 
 def test_verify_fails_loudly_beyond_tolerance():
-    v = rounds_mod.Verifier()
+    v = Verifier()
     logits = torch.randn(1, 5, 8, 8)
     s = lse_fast.ops.score(logits)
     v.score(logits, s)  # agrees
@@ -140,25 +144,28 @@ def test_torch_pseudo_labels_equal_the_op_by_default():
     probs = torch.softmax(torch.randn(2, 5, 8, 16, generator=g) * 3, 1)
     boxes = random_boxes(2, (32, 64), k=3, generator=g)
     thr = torch.tensor([0.2, 0.5, -1.0, 0.9, 0.4])
-    ops = rounds_mod.Ops("reference")
-    a = rounds_mod.pseudo_labels_torch(probs, boxes, (32, 64), thr, (32, 64), entropy_norm="log_c",
-                                       filter_interp="nearest", ops=ops)
     b = reference.crop_pseudo_labels(probs, boxes, (32, 64), thr, image_size=(32, 64))
-    assert torch.equal(a, b)
-    # the authors' bilinear mask keeps every pixel nearest keeps, and more
-    c = rounds_mod.pseudo_labels_torch(probs, boxes, (32, 64), thr, (32, 64), entropy_norm="log_c",
-                                       filter_interp="bilinear", ops=ops)
-    assert bool(((a != 255) <= (c != 255)).all()) and int((c != 255).sum()) > int((a != 255).sum())
-    d = rounds_mod.pseudo_labels_torch(probs, boxes, (32, 64), thr, (32, 64), entropy_norm="minmax",
-                                       filter_interp="nearest", ops=ops)
-    assert d.dtype == torch.uint8 and d.shape == a.shape
+    for kind in ("reference", "fused"):
+        ops = Ops(kind)
+        a = pseudo_labels(ops, probs, boxes, (32, 64), thr, image_size=(32, 64))
+        assert torch.equal(a, b), kind
+        # the authors' bilinear mask keeps every pixel nearest keeps, and more, with the same labels
+        c = pseudo_labels(ops, probs, boxes, (32, 64), thr, image_size=(32, 64), filter_interp="bilinear")
+        assert bool(((a != 255) <= (c != 255)).all()) and int((c != 255).sum()) > int((a != 255).sum())
+        assert torch.equal(c[a != 255], a[a != 255])
+        d = pseudo_labels(ops, probs, boxes, (32, 64), thr, image_size=(32, 64), entropy_norm="minmax")
+        assert d.dtype == torch.uint8 and d.shape == a.shape
+        # min-max keeps the pixels of a class whose entropy is constant in an image (0 after rescaling)
+        everything = pseudo_labels(ops, probs, boxes, (32, 64), torch.full((5,), 2.0), image_size=(32, 64),
+                                   entropy_norm="minmax")
+        assert bool((everything != 255).all())
 
 
 def test_minmax_entropy_normalisation_by_hand():
     # one image, 2 classes: class 0 entropies {0.2, 0.4, 0.6}, class 1 constant {0.5, 0.5}
     ent = torch.tensor([[[0.2, 0.4, 0.6, 0.5, 0.5]]])
     lab = torch.tensor([[[0, 0, 0, 1, 1]]])
-    norm, cmin, cmax = rounds_mod.minmax_class_entropy(ent, lab, 3)
+    norm, cmin, cmax = minmax_class_entropy(ent, lab, 3)
     assert torch.allclose(norm, torch.tensor([[[0.0, 0.5, 1.0, 0.0, 0.0]]]))  # constant class -> 0, no NaN
     assert cmin[0, :2].tolist() == pytest.approx([0.2, 0.5]) and math.isinf(cmin[0, 2].item())
     assert cmax[0, :2].tolist() == pytest.approx([0.6, 0.5])

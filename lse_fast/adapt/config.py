@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
+
+from lse_fast.selection import portions as portion_schedule
+
+
+class ConfigError(ValueError):
+    """A bad option, option combination, path or file given to the driver:
+    the command line answers it with one line and exit status 2 before
+    anything is written."""
 
 
 def _f(default, help, **kw):
@@ -146,8 +156,11 @@ class AdaptConfig:
 
     # ---------------------------------------------------------------------
     def validate(self) -> "AdaptConfig":
+        """Checks every field and every combination of fields; touches no
+        file (paths are only tested for existence). Raises ConfigError."""
+
         def bad(name, what):
-            raise ValueError(f"lse_fast.adapt: `{name}` must be {what}, got {getattr(self, name)!r}")
+            raise ConfigError(f"lse_fast.adapt: `{name}` must be {what}, got {getattr(self, name)!r}")
 
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
@@ -193,21 +206,41 @@ class AdaptConfig:
                 kind, _, path = v.partition(":")
                 if kind not in ("gta5", "synthia", "cityscapes", "folder"):
                     bad(name, "'synthetic' or KIND:PATH with KIND one of gta5, synthia, cityscapes, folder")
+                if not path:
+                    bad(name, "KIND:PATH with a non-empty PATH")
                 if not Path(path).exists():
-                    raise ValueError(f"lse_fast.adapt: `{name}` path {path!r} does not exist")
+                    raise ConfigError(f"lse_fast.adapt: `{name}` path {path!r} does not exist")
         if self.init is not None and not Path(self.init).is_file():
-            raise ValueError(f"lse_fast.adapt: `init` checkpoint {self.init!r} does not exist")
+            raise ConfigError(f"lse_fast.adapt: `init` checkpoint {self.init!r} does not exist")
         if (self.source == "synthetic") != (self.target == "synthetic"):
-            raise ValueError(
+            raise ConfigError(
                 "lse_fast.adapt: `source` and `target` must both be 'synthetic' or both be KIND:PATH, "
                 f"got source={self.source!r}, target={self.target!r}"
             )
+        # --- combinations and the machine -----------------------------------
+        if self.verify and self.ops != "fused":
+            raise ConfigError(
+                "lse_fast.adapt: --verify compares the fused ops with the reference; use it with --ops fused, "
+                f"got --ops {self.ops}"
+            )
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"lse_fast.adapt: `device` is {self.device!r} but torch sees no CUDA device "
+                              "(use --device cpu or auto)")
+        if self.device.startswith("cuda:") and torch.cuda.is_available():
+            try:
+                index = int(self.device.split(":", 1)[1])
+            except ValueError:
+                index = -1
+            if not 0 <= index < torch.cuda.device_count():
+                bad("device", f"cuda:N with N in [0, {torch.cuda.device_count()})")
+        if self.cache_dir is not None and Path(self.cache_dir).exists() and not Path(self.cache_dir).is_dir():
+            raise ConfigError(f"lse_fast.adapt: `cache_dir` {self.cache_dir!r} exists and is not a directory")
+        if self.run_dir is not None and Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
+            raise ConfigError(f"lse_fast.adapt: `run_dir` {self.run_dir!r} exists and is not a directory")
         return self
 
     def portions(self) -> list:
-        from lse_fast.selection import portions
-
-        ps = portions(self.portion_start, self.portion_step, self.portion_stop)
+        ps = portion_schedule(self.portion_start, self.portion_step, self.portion_stop)
         if self.rounds is None:
             return ps
         return [min(1.0, round(self.portion_start + i * self.portion_step, 6)) for i in range(self.rounds)]
@@ -288,12 +321,12 @@ def coerce(name: str, value, source: str = "config"):
     """Converts a YAML/dict value to the field's type, with a clear error."""
     fields = {f.name: f for f in dataclasses.fields(AdaptConfig)}
     if name not in fields:
-        raise ValueError(f"lse_fast.adapt: unknown option {name!r} in {source}; known: {', '.join(sorted(fields))}")
+        raise ConfigError(f"lse_fast.adapt: unknown option {name!r} in {source}{_closest(name, fields)}")
     t, origin, optional = _field_type(fields[name])
     if value is None:
         if optional:
             return None
-        raise ValueError(f"lse_fast.adapt: `{name}` in {source} must not be null")
+        raise ConfigError(f"lse_fast.adapt: `{name}` in {source} must not be null")
     try:
         if origin is tuple:
             if isinstance(value, str):
@@ -318,7 +351,7 @@ def coerce(name: str, value, source: str = "config"):
             return float(value)
         return str(value)
     except (ValueError, TypeError, argparse.ArgumentTypeError):
-        raise ValueError(
+        raise ConfigError(
             f"lse_fast.adapt: `{name}` in {source} must be {getattr(t, '__name__', t)}, got {value!r}"
         ) from None
 
@@ -326,18 +359,40 @@ def coerce(name: str, value, source: str = "config"):
 def load_yaml(path) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"lse_fast.adapt: config file {str(p)!r} does not exist")
+        raise ConfigError(f"lse_fast.adapt: config file {str(p)!r} does not exist")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"lse_fast.adapt: config file {str(p)!r} is not valid YAML: {e}") from None
+        raise ConfigError(f"lse_fast.adapt: config file {str(p)!r} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"lse_fast.adapt: config file {str(p)!r} must hold a mapping of options")
+        raise ConfigError(f"lse_fast.adapt: config file {str(p)!r} must hold a mapping of options")
     return {k.replace("-", "_"): coerce(k.replace("-", "_"), v, f"config file {str(p)!r}") for k, v in data.items()}
 
 
+def _closest(name, known):
+    """'; did you mean X?' for the closest known name, else the empty string."""
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with short errors: one line naming the bad option (and the
+    closest valid one for a typo) and a pointer to --help, not the usage."""
+
+    def error(self, message):
+        known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        if message.startswith("unrecognized arguments:"):
+            unknown = [t.split("=", 1)[0] for t in message.split(":", 1)[1].split() if t.startswith("-")]
+            hints = []
+            for flag in unknown or [message.split(":", 1)[1].strip()]:
+                match = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+                hints.append(f"unknown option {flag}" + (f"; did you mean {match[0]}?" if match else ""))
+            message = "; ".join(hints)
+        self.exit(2, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m lse_fast.adapt",
         description=(
             "LSE self-training (Learning from Scale-Invariant Examples, ECCV 2020) with lse_fast's fused ops. "
@@ -378,7 +433,7 @@ def _show(v):
     return v
 
 
-def make_config(args: argparse.Namespace, base: dict | None = None) -> AdaptConfig:
+def make_config(args: argparse.Namespace, base: typing.Optional[dict] = None) -> AdaptConfig:
     """Config from parsed arguments: defaults < base (a resumed run's
     config) < preset < config file < options."""
     values = {k: coerce(k, v, "the run's config.yaml") for k, v in (base or {}).items()}
