@@ -6,6 +6,7 @@ pixels labelled 255 ignored)."""
 import contextlib
 import sys
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,11 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
         autocast: run the model under autocast: True (bfloat16 on CPU,
             float16 on CUDA) or a dtype (e.g. torch.bfloat16, to match how a
             model was trained); the upsampling and argmax stay in float32.
-        progress: print progress to stderr.
+            On a CPU it warns: bfloat16 autocast there is usually many times
+            slower than float32 (one reported 2-core CPU evaluation took 80 s
+            with it against 4.4 s without).
+        progress: progress on stderr: a line updated in place on a
+            terminal, one line at the end otherwise.
 
     Returns:
         dict with "miou", "miou16", "miou13", "pixel_accuracy" (floats in
@@ -87,6 +92,12 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
     if len(class_names) != num_classes:
         raise ValueError(f"{_NAME}: `class_names` has {len(class_names)} names, expected num_classes={num_classes}")
     device = _model_device(model) if device is None else torch.device(device)
+    use_autocast = autocast is not False and autocast is not None
+    if use_autocast and device.type == "cpu":
+        warnings.warn(f"{_NAME}: autocast on the CPU runs the model in bfloat16, which is usually many times "
+                      "slower than float32 there (and less accurate); pass autocast=False for CPU evaluation",
+                      RuntimeWarning, stacklevel=2)
+    live = progress and sys.stderr.isatty()
     metric = SegmentationMetric(num_classes)
     was_training = model.training
     total = len(loader) if hasattr(loader, "__len__") else None
@@ -106,7 +117,7 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
                     )
                 image = image.to(device, non_blocking=True)
                 label = label.to(device, non_blocking=True)
-                if autocast is not False and autocast is not None:
+                if use_autocast:
                     if isinstance(autocast, torch.dtype):
                         dtype = autocast
                     else:
@@ -128,13 +139,15 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
                     )
                 metric.update(predict(logits, label.shape[-2:]), label)
                 num_images += image.shape[0]
-                if progress:
+                if live:
                     of = f"/{total}" if total is not None else ""
                     print(f"\r{_NAME}: batch {i + 1}{of}, {num_images} images", end="", file=sys.stderr, flush=True)
     finally:
         model.train(was_training)
-        if progress:
+        if live:
             print(file=sys.stderr)
+    if progress and not live:
+        print(f"{_NAME}: {num_images} images in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     if num_images == 0:
         raise ValueError(f"{_NAME}: `loader` yielded no batch")
     result = metric.compute()

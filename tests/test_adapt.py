@@ -208,3 +208,20 @@ def test_freeze_bn_option_reaches_factories_that_take_it(monkeypatch):
     assert build_model(AdaptConfig(model="test_freeze_bn_probe", freeze_bn=False)).probe_freeze_bn is False
     assert build_model(AdaptConfig(model="test_freeze_bn_probe", freeze_bn=True)).probe_freeze_bn is True
     assert build_model(AdaptConfig(model="small_deeplab", freeze_bn=False)) is not None  # takes no freeze_bn
+
+
+def test_without_dali_the_run_falls_back_to_pil_with_one_warning(fused_run, cache, tmp_path, monkeypatch):
+    import warnings
+
+    from lse_fast.adapt import context
+
+    monkeypatch.setattr(context, "dali_available", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = main(TINY + ["--cache-dir", cache, "--run-dir", str(tmp_path / "pil"), "--rounds", "1", "--no-plots"])
+    dali_warnings = [w for w in caught if "DALI is not installed" in str(w.message)]
+    assert len(dali_warnings) == 1 and "--loader pil" in str(dali_warnings[0].message)
+    _, dali_run = fused_run
+    # the PIL loader gives the DALI loader's pixels (tests/test_data.py): the same selection
+    assert m["rounds"][0]["selected_images"] == dali_run["rounds"][0]["selected_images"]
+    assert m["source_only"]["miou"] == pytest.approx(dali_run["source_only"]["miou"], abs=1e-6)

@@ -92,11 +92,13 @@ def test_autocast_bfloat16_on_cpu_close_to_float32():
     model = Stride4(5)
     loader = make_loader(5)
     full = evaluate(model, loader, num_classes=5)
-    half = evaluate(model, loader, num_classes=5, autocast=True)
+    with pytest.warns(RuntimeWarning, match="autocast on the CPU .* slower"):
+        half = evaluate(model, loader, num_classes=5, autocast=True)
     # bf16 logits may flip near-ties only
     assert abs(full["pixel_accuracy"] - half["pixel_accuracy"]) < 0.02
     # an explicit dtype is used as given (the driver passes its training dtype)
-    same = evaluate(model, loader, num_classes=5, autocast=torch.bfloat16)
+    with pytest.warns(RuntimeWarning, match="autocast on the CPU"):
+        same = evaluate(model, loader, num_classes=5, autocast=torch.bfloat16)
     assert same["confusion"].tolist() == half["confusion"].tolist()
 
 

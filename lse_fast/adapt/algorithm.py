@@ -100,7 +100,8 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
     """Runs (or continues) every round of `run`; returns its metrics."""
     cfg = run.config
     t_all = time.perf_counter()
-    log(f"[run] {run.path}  device {ctx.device}  ops {cfg.ops}{'  verify' if cfg.verify else ''}")
+    log(f"[run] {run.path}  device {ctx.device}  ops {cfg.ops}  loader {ctx.loader_kind} on {ctx.loader_device}"
+        f"{'  verify' if cfg.verify else ''}")
     portions = cfg.portions()
     done = run.finished_rounds()
     if run.metrics.get("source_only") is not None and run.checkpoint_path(done) is not None:

@@ -142,7 +142,19 @@ class AdaptConfig:
     device: str = _f("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'")
     amp: bool = _f(False, "bfloat16 autocast for forward passes on CUDA")
     score_batch_size: int = _f(8, "images per batch when scoring and evaluating")
-    num_threads: int = _f(2, "DALI worker threads")
+    loader: str = _f(
+        "dali",
+        "image loader: 'dali' (NVIDIA DALI; when it is not installed the run falls back to 'pil' with one "
+        "warning) or 'pil' (PIL/NumPy on the CPU, slower, no DALI needed)",
+        choices=("dali", "pil"),
+    )
+    loader_device: str = _f(
+        "auto",
+        "where the loader decodes and resizes: 'auto' (the model's device) or 'cpu' (e.g. DALI on the CPU "
+        "while the model runs on the GPU; batches are copied to the model's device)",
+        choices=("auto", "cpu"),
+    )
+    num_threads: int = _f(2, "loader worker threads")
     seed: int = _f(0, "random seed (CPU runs are deterministic)")
     run_dir: typing.Optional[str] = _f(None, "run directory (default runs/<timestamp> in the current directory)")
     cache_dir: typing.Optional[str] = _f(

@@ -22,6 +22,7 @@ from lse_fast import models
 from lse_fast.adapt.config import AdaptConfig, ConfigError
 from lse_fast.adapt.verify import Verifier
 from lse_fast.data import from_spec, loader as dali_loader, synthetic
+from lse_fast.data.dali import DALI_INSTALL, dali_available
 from lse_fast.data.pil import loader as pil_loader
 
 IGNORE = 255
@@ -239,16 +240,28 @@ class Context:
         self.classes = class_set(self.source, self.target_base, self.val, cfg.num_classes)
         self.class_names = class_names(self.target_base, cfg.num_classes)
         self.progress = bool(cfg.progress) and sys.stderr.isatty()
+        self.loader_kind = resolve_loader(cfg.loader)
+        self.loader_device = "cpu"
+        if self.device.type == "cuda" and cfg.loader_device == "auto":
+            self.loader_device = "cuda" if self.device.index is None else f"cuda:{self.device.index}"
         self.val_loader = self.loader(self.val, batch_size=cfg.score_batch_size, size=tuple(cfg.image_size))
 
     def loader(self, dataset, *, batch_size, size, shuffle=False, seed=0, train=False):
-        """A loader of `dataset` delivering batches on the run's device."""
-        dev = "cpu"
-        if self.device.type == "cuda":
-            dev = "cuda" if self.device.index is None else f"cuda:{self.device.index}"
-        return dali_loader(dataset, batch_size=batch_size, size=tuple(size), shuffle=shuffle, seed=seed,
-                           train=train, device=dev, num_threads=self.cfg.num_threads,
-                           normalization=self.normalization)
+        """A loader of `dataset` (DALI or PIL, see --loader) delivering batches
+        on ``loader_device``; the stages move them to the model's device."""
+        make = dali_loader if self.loader_kind == "dali" else pil_loader
+        return make(dataset, batch_size=batch_size, size=tuple(size), shuffle=shuffle, seed=seed, train=train,
+                    device=self.loader_device, num_threads=self.cfg.num_threads, normalization=self.normalization)
+
+
+def resolve_loader(kind: str) -> str:
+    """'dali' when asked for and importable; otherwise 'pil' (with one
+    warning when DALI was asked for)."""
+    if kind == "dali" and not dali_available():
+        warnings.warn(f"lse_fast.adapt: NVIDIA DALI is not installed; using the PIL loader (--loader pil), which "
+                      f"is slower. Install DALI with: {DALI_INSTALL}", RuntimeWarning, stacklevel=2)
+        return "pil"
+    return kind
 
 
 def warn_about_machine(cfg: AdaptConfig, device: torch.device) -> None:
