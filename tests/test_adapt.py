@@ -225,3 +225,29 @@ def test_without_dali_the_run_falls_back_to_pil_with_one_warning(fused_run, cach
     # the PIL loader gives the DALI loader's pixels (tests/test_data.py): the same selection
     assert m["rounds"][0]["selected_images"] == dali_run["rounds"][0]["selected_images"]
     assert m["source_only"]["miou"] == pytest.approx(dali_run["source_only"]["miou"], abs=1e-6)
+
+
+def test_real_dataset_layouts_with_a_mismatched_gta5_label(tmp_path):
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.data_trees import make_cityscapes, make_gta5
+
+    make_gta5(tmp_path / "gta5", n=6)
+    make_cityscapes(tmp_path / "cityscapes", n_train=6, n_val=2)
+    label = tmp_path / "gta5" / "labels" / "00003.png"
+    Image.fromarray(np.asarray(Image.open(label))[:32], mode="L").save(label)  # 32x128 label, 64x128 image
+    args = TINY + ["--source", f"gta5:{tmp_path / 'gta5'}", "--target", f"cityscapes:{tmp_path / 'cityscapes'}",
+                   "--cache-dir", str(tmp_path / "cache"), "--rounds", "1", "--no-plots"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = main(args + ["--run-dir", str(tmp_path / "resize")])
+    assert any("00003.png" in str(w.message) and "resized (nearest)" in str(w.message) for w in caught)
+    assert m["rounds"][0]["selected"] > 0 and 0.0 <= m["rounds"][0]["miou"] <= 1.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main(args + ["--run-dir", str(tmp_path / "skip"), "--label-size-mismatch", "skip", "--rounds", "1"])
+    assert any("skipped 1 of 6 pairs" in str(w.message) for w in caught)
+    assert cli(args + ["--run-dir", str(tmp_path / "error"), "--label-size-mismatch", "error"]) == 1

@@ -61,6 +61,12 @@ class AdaptConfig:
         "checkpoint of the source-trained model to start from; without one the model is trained on the "
         "source first (cached under cache_dir, keyed by its configuration)",
     )
+    label_size_mismatch: str = _f(
+        "resize",
+        "a source label whose size differs from its image (a few GTA5 pairs): 'resize' it (nearest) with a "
+        "warning naming the file, 'skip' the pair (headers read at start, one warning listing them) or 'error'",
+        choices=("resize", "skip", "error"),
+    )
     num_classes: int = _f(19, "number of output classes (Cityscapes train ids)")
     image_size: typing.Tuple[int, int] = _f(
         (256, 512), "target image size HxW: scoring, patches (resized back to it) and evaluation"

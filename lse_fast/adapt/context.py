@@ -179,14 +179,14 @@ def class_names(dataset, num_classes):
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def _dataset(spec, split, what):
+def _dataset(spec, split, what, **kwargs):
     kind, _, path = spec.partition(":")
     if not path:
         raise ConfigError(f"lse_fast.adapt: `{what}` must be KIND:PATH, got {spec!r}")
     if not Path(path).exists():
         raise ConfigError(f"lse_fast.adapt: `{what}` path {path!r} does not exist")
     try:
-        return from_spec(spec, split=split)
+        return from_spec(spec, split=split, **kwargs)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise ConfigError(f"lse_fast.adapt: `{what}` {spec!r}: {e}") from None
 
@@ -207,11 +207,12 @@ def load_datasets(cfg: AdaptConfig):
         synthetic.ensure(out, num_source=cfg.synthetic_source, num_target_train=cfg.synthetic_train,
                          num_target_val=cfg.synthetic_val, size=tuple(cfg.image_size), seed=SYNTHETIC_DATA_SEED)
         log(f"[data] synthetic benchmark at {out} ({time.perf_counter() - t0:.1f} s)")
-        source = _dataset(f"gta5:{out / 'source'}", "train", "source")
+        source = _dataset(f"gta5:{out / 'source'}", "train", "source", label_size_mismatch=cfg.label_size_mismatch)
         target = _dataset(f"cityscapes:{out / 'target'}", "train", "target")
         val = _dataset(f"cityscapes:{out / 'target'}", "val", "target")
     else:
-        source = _dataset(cfg.source, "train", "source")
+        kw = {} if cfg.source.startswith("cityscapes:") else {"label_size_mismatch": cfg.label_size_mismatch}
+        source = _dataset(cfg.source, "train", "source", **kw)
         target = _dataset(cfg.target, "train", "target")
         val = _dataset(cfg.target, "val", "target")
     for ds, what in ((source, "source"), (target, "target train split"), (val, "target val split")):

@@ -10,9 +10,11 @@ as the public splits use) selects a subset, still sorted.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 IGNORE_INDEX = 255
 NUM_CLASSES = 19
@@ -34,6 +36,7 @@ SYNTHIA_ID_TO_TRAINID = {
     8: 13, 19: 15, 12: 17, 11: 18,
 }
 
+LABEL_SIZE_MISMATCH = ("error", "resize", "skip")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
@@ -75,6 +78,7 @@ class SegmentationDataset:
     num_classes = NUM_CLASSES
     class_names = CLASS_NAMES
     label_channel = 0
+    label_size_mismatch = "error"  # see ImageFolderPairs
 
     def __init__(self, root, images, labels, *, label_mapping, classes):
         self.root = Path(root)
@@ -159,13 +163,22 @@ class ImageFolderPairs(SegmentationDataset):
     "train" (already trainIds 0..18 / 255), or "synthia" (SYNTHIA raw ids).
     require_labels: if False and the label directory is missing, the dataset
     has no labels (a target set); if True a missing label directory is an error.
+    label_size_mismatch: a label whose size differs from its image (a few
+    GTA5 pairs): "error" (when the pair is loaded), "resize" (nearest-resized
+    to the image when loaded, with a warning naming the file) or "skip"
+    (every pair's header is read here and such pairs are left out, with one
+    warning listing them; ``skipped`` holds their image paths).
     """
 
     name = "folder"
 
     def __init__(self, root, *, images="images", labels="labels", label_ids="cityscapes",
-                 list_file=None, require_labels=False, label_suffix=".png", name=None):
+                 list_file=None, require_labels=False, label_suffix=".png", name=None,
+                 label_size_mismatch="error"):
         who = f"lse_fast.data.{type(self).__name__}"
+        if label_size_mismatch not in LABEL_SIZE_MISMATCH:
+            raise ValueError(f"{who}: `label_size_mismatch` must be one of {LABEL_SIZE_MISMATCH}, "
+                             f"got {label_size_mismatch!r}")
         root = _check_root(root, who)
         mappings = {"cityscapes": CITYSCAPES_ID_TO_TRAINID, "train": None, "synthia": SYNTHIA_ID_TO_TRAINID}
         if label_ids not in mappings:
@@ -192,7 +205,42 @@ class ImageFolderPairs(SegmentationDataset):
         classes = range(NUM_CLASSES) if mapping is None else set(mapping.values())
         if name is not None:
             self.name = name
-        super().__init__(root, [image_dir / r for r in rel], label_paths, label_mapping=mapping, classes=classes)
+        images_ = [image_dir / r for r in rel]
+        self.label_size_mismatch = label_size_mismatch
+        self.skipped = []
+        if label_size_mismatch == "skip" and label_paths is not None:
+            images_, label_paths, self.skipped = _drop_mismatched(images_, label_paths, who)
+            if not images_:
+                raise FileNotFoundError(f"{who}: every label under {str(label_dir)!r} differs in size from its image")
+        super().__init__(root, images_, label_paths, label_mapping=mapping, classes=classes)
+
+
+def _header_size(path, who):
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception as e:  # PIL raises several types; name the file
+        raise RuntimeError(f"{who}: cannot read the header of {str(path)!r}: {e}") from None
+    return h, w
+
+
+def _drop_mismatched(images, labels, who):
+    """Pairs whose image and label sizes agree (headers only), and the
+    skipped ones with one warning naming them."""
+    keep_i, keep_l, skipped = [], [], []
+    for ip, lp in zip(images, labels):
+        ihw, lhw = _header_size(ip, who), _header_size(lp, who)
+        if ihw == lhw:
+            keep_i.append(ip)
+            keep_l.append(lp)
+        else:
+            skipped.append((str(ip), ihw, lhw))
+    if skipped:
+        shown = ", ".join(f"{Path(p).name} (image {a[0]}x{a[1]}, label {b[0]}x{b[1]})" for p, a, b in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        warnings.warn(f"{who}: skipped {len(skipped)} of {len(images)} pairs whose label size differs from the "
+                      f"image: {shown}{more}", RuntimeWarning, stacklevel=3)
+    return keep_i, keep_l, [p for p, _, _ in skipped]
 
 
 class GTA5(ImageFolderPairs):
@@ -201,9 +249,9 @@ class GTA5(ImageFolderPairs):
 
     name = "gta5"
 
-    def __init__(self, root, *, list_file=None):
+    def __init__(self, root, *, list_file=None, label_size_mismatch="error"):
         super().__init__(root, images="images", labels="labels", label_ids="cityscapes",
-                         list_file=list_file, require_labels=True)
+                         list_file=list_file, require_labels=True, label_size_mismatch=label_size_mismatch)
 
 
 class SYNTHIA(ImageFolderPairs):
@@ -213,9 +261,9 @@ class SYNTHIA(ImageFolderPairs):
 
     name = "synthia"
 
-    def __init__(self, root, *, list_file=None):
+    def __init__(self, root, *, list_file=None, label_size_mismatch="error"):
         super().__init__(root, images="RGB", labels=os.path.join("GT", "LABELS"), label_ids="synthia",
-                         list_file=list_file, require_labels=True)
+                         list_file=list_file, require_labels=True, label_size_mismatch=label_size_mismatch)
 
 
 class Cityscapes(SegmentationDataset):
