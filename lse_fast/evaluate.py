@@ -11,9 +11,28 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from lse_fast.metrics import CITYSCAPES_CLASSES, SegmentationMetric
+from lse_fast.metrics import CITYSCAPES_CLASSES, SYNTHIA_13, SYNTHIA_16, SegmentationMetric
 
 _NAME = "lse_fast.evaluate"
+# 16-class heads (SYNTHIA): channel i is trainId SYNTHIA_16[i]; the 13 classes by channel.
+SYNTHIA16_NAMES = tuple(CITYSCAPES_CLASSES[t] for t in SYNTHIA_16)
+SYNTHIA13_OF_16 = tuple(SYNTHIA_16.index(t) for t in SYNTHIA_13)
+
+
+def _nanmean(values):
+    kept = [v for v in values if v == v]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
+def class_summary(iou):
+    """(mIoU over all, mIoU16, mIoU13) of per-class IoUs in the 19-class
+    (Cityscapes trainIds) or 16-class (SYNTHIA heads) space; NaN where the
+    subset does not apply."""
+    if len(iou) == 19:
+        return _nanmean(iou), _nanmean([iou[c] for c in SYNTHIA_16]), _nanmean([iou[c] for c in SYNTHIA_13])
+    if len(iou) == 16:
+        return _nanmean(iou), _nanmean(iou), _nanmean([iou[c] for c in SYNTHIA13_OF_16])
+    return _nanmean(iou), float("nan"), float("nan")
 
 
 def _model_device(model):
@@ -63,9 +82,12 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
         loader: iterable of dicts {"image": float [N, 3, H, W], "label":
             int [N, H', W'] with 255 = ignore} (as ``lse_fast.data.loader``
             yields), or of (image, label) pairs.
-        num_classes: classes of the logits and labels.
+        num_classes: classes of the logits and labels: 19 (Cityscapes
+            trainIds), 16 (a SYNTHIA head: class i is trainId
+            ``lse_fast.metrics.SYNTHIA_16[i]``, labels relabelled the same
+            way, e.g. by ``lse_fast.data.to_synthia16``) or any other count.
         class_names: names for ``per_class`` (default: the 19 Cityscapes
-            classes when num_classes == 19, else "class_<i>").
+            classes, or the 16 SYNTHIA ones, else "class_<i>").
         device: where to run (default: the model's device).
         autocast: run the model under autocast: True (bfloat16 on CPU,
             float16 on CUDA) or a dtype (e.g. torch.bfloat16, to match how a
@@ -78,7 +100,7 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
 
     Returns:
         dict with "miou", "miou16", "miou13", "pixel_accuracy" (floats in
-        [0, 1]; mIoU16/13 are NaN unless num_classes == 19), "iou" (list,
+        [0, 1]; mIoU16/13 are NaN unless num_classes is 19 or 16), "iou" (list,
         NaN for a class absent from prediction and labels), "per_class"
         ({name: iou}), "confusion" (int64 [C, C] CPU tensor, rows = labels),
         "num_images" and "seconds".
@@ -87,7 +109,8 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
     the model's training mode afterwards.
     """
     if class_names is None:
-        class_names = list(CITYSCAPES_CLASSES) if num_classes == 19 else [f"class_{i}" for i in range(num_classes)]
+        defaults = {19: CITYSCAPES_CLASSES, 16: SYNTHIA16_NAMES}
+        class_names = list(defaults.get(num_classes, [f"class_{i}" for i in range(num_classes)]))
     class_names = list(class_names)
     if len(class_names) != num_classes:
         raise ValueError(f"{_NAME}: `class_names` has {len(class_names)} names, expected num_classes={num_classes}")
@@ -151,6 +174,7 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
     if num_images == 0:
         raise ValueError(f"{_NAME}: `loader` yielded no batch")
     result = metric.compute()
+    result["miou"], result["miou16"], result["miou13"] = class_summary(result["iou"])
     result["per_class"] = dict(zip(class_names, result["iou"]))
     result["confusion"] = metric.confusion.cpu()
     result["num_images"] = num_images

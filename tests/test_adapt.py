@@ -9,6 +9,7 @@ import torch
 import yaml
 
 import lse_fast
+import lse_fast.metrics
 import lse_fast.models
 from lse_fast import reference
 from lse_fast.adapt import cli, main
@@ -251,3 +252,22 @@ def test_real_dataset_layouts_with_a_mismatched_gta5_label(tmp_path):
         main(args + ["--run-dir", str(tmp_path / "skip"), "--label-size-mismatch", "skip", "--rounds", "1"])
     assert any("skipped 1 of 6 pairs" in str(w.message) for w in caught)
     assert cli(args + ["--run-dir", str(tmp_path / "error"), "--label-size-mismatch", "error"]) == 1
+
+
+def test_synthia_with_a_16_class_head(tmp_path):
+    from lse_fast.data import SYNTHIA16_TRAIN_IDS
+    from tests.data_trees import make_cityscapes, make_synthia
+
+    make_synthia(tmp_path / "synthia", n=6)
+    make_cityscapes(tmp_path / "cityscapes", n_train=6, n_val=2)
+    m = main(TINY + ["--source", f"synthia:{tmp_path / 'synthia'}", "--target",
+                     f"cityscapes:{tmp_path / 'cityscapes'}", "--num-classes", "16", "--cache-dir",
+                     str(tmp_path / "cache"), "--run-dir", str(tmp_path / "run"), "--rounds", "1", "--no-plots"])
+    assert m["classes"] == list(range(16))
+    assert m["class_names"] == [lse_fast.metrics.CITYSCAPES_CLASSES[t] for t in SYNTHIA16_TRAIN_IDS]
+    r = m["rounds"][0]
+    assert len(r["per_class_iou"]) == 16 and len(r["thresholds"]) == 16
+    iou = [v for v in r["per_class_iou"] if v is not None and not math.isnan(v)]
+    assert r["miou"] == pytest.approx(sum(iou) / len(iou)) and r["miou16"] == pytest.approx(r["miou"])
+    assert r["miou19"] is None or math.isnan(r["miou19"])
+    assert cli(TINY + ["--num-classes", "5"]) == 2

@@ -67,7 +67,22 @@ class AdaptConfig:
         "warning naming the file, 'skip' the pair (headers read at start, one warning listing them) or 'error'",
         choices=("resize", "skip", "error"),
     )
-    num_classes: int = _f(19, "number of output classes (Cityscapes train ids)")
+    num_classes: int = _f(
+        19, "output classes: 19 (Cityscapes trainIds) or 16 (a SYNTHIA head: the 16 shared classes, in trainId "
+        "order; labels are relabelled and mIoU16/13 reported)"
+    )
+    aspp_branches: str = _f(
+        "auto",
+        "DeepLab-v2 ASPP branches summed: '4' (all), '2' (the early-return layout the AdaptSegNet/ADVENT-family "
+        "checkpoints were trained with) or 'auto' (2 for such a checkpoint, with a warning; else 4)",
+        choices=("auto", "4", "2"),
+    )
+    skip_scale: str = _f(
+        "auto",
+        "FCN-8s skip scaling: 'none', 'atonce' (pool4 * 0.01, pool3 * 0.0001, caffe FCN-8s at-once as the "
+        "BDL/LSE checkpoints) or 'auto' (atonce for such a checkpoint, with a warning; else none)",
+        choices=("auto", "none", "atonce"),
+    )
     image_size: typing.Tuple[int, int] = _f(
         (256, 512), "target image size HxW: scoring, patches (resized back to it) and evaluation"
     )
@@ -188,6 +203,8 @@ class AdaptConfig:
             v = getattr(self, name)
             if len(v) != 2 or min(v) < 2:
                 bad(name, "two sizes H, W of at least 2")
+        if self.num_classes not in (19, 16):
+            bad("num_classes", "19 (Cityscapes trainIds) or 16 (SYNTHIA's 16 classes)")
         for name in ("num_classes", "patches_per_image", "batch_size", "score_batch_size", "num_threads"):
             if getattr(self, name) < 1:
                 bad(name, "a positive integer")

@@ -21,7 +21,7 @@ import lse_fast.reference as reference_ops
 from lse_fast import models
 from lse_fast.adapt.config import AdaptConfig, ConfigError
 from lse_fast.adapt.verify import Verifier
-from lse_fast.data import from_spec, loader as dali_loader, synthetic
+from lse_fast.data import from_spec, loader as dali_loader, synthetic, to_synthia16
 from lse_fast.data.dali import DALI_INSTALL, dali_available
 from lse_fast.data.pil import loader as pil_loader
 
@@ -144,18 +144,29 @@ class View:
 
 
 # --------------------------------------------------------------------------- model and data
+def model_options(cfg: AdaptConfig) -> dict:
+    """The run's model options, by factory argument name."""
+    return {
+        "freeze_bn": cfg.freeze_bn,
+        "aspp_branches": None if cfg.aspp_branches == "auto" else int(cfg.aspp_branches),
+        "skip_scale": None if cfg.skip_scale == "auto" else cfg.skip_scale,
+    }
+
+
 def build_model(cfg: AdaptConfig):
-    """The configured model; a factory that takes ``freeze_bn`` (DeepLab-v2)
-    gets the run's choice, so --no-freeze-bn reaches its BatchNorm layers."""
+    """The configured model; a factory gets those of the run's model options
+    it takes (``freeze_bn`` and ``aspp_branches`` for DeepLab-v2,
+    ``skip_scale`` for FCN-8s), so e.g. --no-freeze-bn reaches its BatchNorm
+    layers."""
     try:
         factory = models._resolve(cfg.model)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     try:
-        takes_freeze_bn = "freeze_bn" in inspect.signature(factory).parameters
+        takes = set(inspect.signature(factory).parameters)
     except (TypeError, ValueError):
-        takes_freeze_bn = False
-    kwargs = {"freeze_bn": cfg.freeze_bn} if takes_freeze_bn else {}
+        takes = set()
+    kwargs = {k: v for k, v in model_options(cfg).items() if k in takes}
     return models.build(cfg.model, num_classes=cfg.num_classes, **kwargs)
 
 
@@ -215,6 +226,8 @@ def load_datasets(cfg: AdaptConfig):
         source = _dataset(cfg.source, "train", "source", **kw)
         target = _dataset(cfg.target, "train", "target")
         val = _dataset(cfg.target, "val", "target")
+    if cfg.num_classes == 16:
+        source, target, val = (to_synthia16(ds) for ds in (source, target, val))
     for ds, what in ((source, "source"), (target, "target train split"), (val, "target val split")):
         if len(ds) == 0:
             raise ConfigError(f"lse_fast.adapt: the {what} ({ds!r}) has no images")

@@ -19,5 +19,5 @@ def evaluate_target(ctx: Context, model) -> dict:
     iou = [float(v) for v in res["iou"]]
     vals = [iou[c] for c in ctx.classes if not math.isnan(iou[c])]
     miou = sum(vals) / len(vals) if vals else float("nan")
-    return {"miou": miou, "per_class_iou": iou, "miou19": float(res["miou"]),
+    return {"miou": miou, "per_class_iou": iou, "miou19": float(res["miou"]) if cfg.num_classes == 19 else math.nan,
             "miou16": float(res["miou16"]), "miou13": float(res["miou13"])}

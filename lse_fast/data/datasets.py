@@ -315,6 +315,26 @@ class Cityscapes(SegmentationDataset):
                          classes=range(NUM_CLASSES))
 
 
+SYNTHIA16_TRAIN_IDS = tuple(c for c in range(NUM_CLASSES) if c not in (9, 14, 16))
+"""Cityscapes trainIds of the 16 classes SYNTHIA shares (no terrain, truck,
+train); index i of a 16-class head is trainId SYNTHIA16_TRAIN_IDS[i]."""
+
+
+def to_synthia16(dataset):
+    """Relabels `dataset` in place to the 16-class space of 16-class SYNTHIA
+    heads: label i is trainId ``SYNTHIA16_TRAIN_IDS[i]``; terrain, truck and
+    train become 255 (ignored). Returns the dataset."""
+    if getattr(dataset, "num_classes", NUM_CLASSES) == 16:
+        return dataset
+    remap = np.full(256, IGNORE_INDEX, np.uint8)
+    remap[list(SYNTHIA16_TRAIN_IDS)] = np.arange(16, dtype=np.uint8)
+    dataset.label_lut = remap[dataset.label_lut]
+    dataset.classes = sorted(int(remap[c]) for c in dataset.classes if remap[c] != IGNORE_INDEX)
+    dataset.class_names = tuple(CLASS_NAMES[t] for t in SYNTHIA16_TRAIN_IDS)
+    dataset.num_classes = 16
+    return dataset
+
+
 def from_spec(spec, split="train", **kwargs):
     """"cityscapes:PATH", "gta5:PATH", "synthia:PATH" or "folder:PATH" -> dataset.
     `split` is used by Cityscapes only; extra keyword arguments go to the class."""
