@@ -262,7 +262,8 @@ def test_synthia_with_a_16_class_head(tmp_path):
     make_cityscapes(tmp_path / "cityscapes", n_train=6, n_val=2)
     m = main(TINY + ["--source", f"synthia:{tmp_path / 'synthia'}", "--target",
                      f"cityscapes:{tmp_path / 'cityscapes'}", "--num-classes", "16", "--cache-dir",
-                     str(tmp_path / "cache"), "--run-dir", str(tmp_path / "run"), "--rounds", "1", "--no-plots"])
+                     str(tmp_path / "cache"), "--run-dir", str(tmp_path / "run"), "--rounds", "1", "--no-plots",
+                     "--image-size", "32x64", "--source-size", "32x64"])  # evaluated on the native 64x128 labels
     assert m["classes"] == list(range(16))
     assert m["class_names"] == [lse_fast.metrics.CITYSCAPES_CLASSES[t] for t in SYNTHIA16_TRAIN_IDS]
     r = m["rounds"][0]

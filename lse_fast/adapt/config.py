@@ -163,6 +163,13 @@ class AdaptConfig:
     device: str = _f("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'")
     amp: bool = _f(False, "bfloat16 autocast for forward passes on CUDA")
     score_batch_size: int = _f(8, "images per batch when scoring and evaluating")
+    eval_size: str = _f(
+        "native",
+        "evaluation protocol: 'native' (the published one: labels at their native resolution, images fed at "
+        "image_size, logits upsampled bilinearly to the labels; a val batch needs images of one size) or 'train' "
+        "(labels resized to image_size: a shortcut, identical for the built-in data)",
+        choices=("native", "train"),
+    )
     loader: str = _f(
         "dali",
         "image loader: 'dali' (NVIDIA DALI; when it is not installed the run falls back to 'pil' with one "

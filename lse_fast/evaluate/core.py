@@ -74,7 +74,65 @@ def predict(logits, size):
     return logits.argmax(1)
 
 
-def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, autocast=False, progress=False):
+def _check_protocol(input_size, scales):
+    if input_size is not None:
+        try:
+            h, w = (int(v) for v in input_size)
+        except (TypeError, ValueError):
+            raise ValueError(f"{_NAME}: `input_size` must be None or (H, W), got {input_size!r}") from None
+        if h < 1 or w < 1:
+            raise ValueError(f"{_NAME}: `input_size` must be positive, got {input_size!r}")
+        input_size = (h, w)
+    try:
+        scales = tuple(float(s) for s in scales)
+    except (TypeError, ValueError):
+        raise ValueError(f"{_NAME}: `scales` must be a sequence of positive numbers, got {scales!r}") from None
+    if not scales or not all(s > 0 for s in scales):
+        raise ValueError(f"{_NAME}: `scales` must be a non-empty sequence of positive numbers, got {scales!r}")
+    return input_size, scales
+
+
+def _forward(model, image, amp, num_classes):
+    """Logits of `model` on `image`, checked."""
+    with (torch.autocast(amp[0], dtype=amp[1]) if amp is not None else contextlib.nullcontext()):
+        logits = model(image)
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(
+            f"{_NAME}: the model returned {type(logits).__name__}; it must return one logits tensor [N, C, h, w]"
+        )
+    if logits.dim() != 4 or logits.shape[0] != image.shape[0] or logits.shape[1] != num_classes:
+        raise ValueError(
+            f"{_NAME}: the model returned logits of shape {list(logits.shape)}; expected "
+            f"[{image.shape[0]}, num_classes={num_classes}, h, w]"
+        )
+    return logits
+
+
+def _prediction(model, image, size, *, amp, num_classes, input_size, scales, flip):
+    """Predicted labels [N, *size]: the image fed at `input_size` (default:
+    as loaded) times each scale, optionally also flipped; logits upsampled
+    bilinearly to the label size `size`. One pass: argmax of the logits;
+    several: argmax of the summed softmax."""
+    base = tuple(image.shape[-2:]) if input_size is None else tuple(input_size)
+    passes = [(s, f) for s in scales for f in ((False, True) if flip else (False,))]
+    total = None
+    for s, flipped in passes:
+        hw = (max(1, round(base[0] * s)), max(1, round(base[1] * s)))
+        x = image if hw == tuple(image.shape[-2:]) else F.interpolate(image, size=hw, mode="bilinear",
+                                                                         align_corners=False)
+        logits = _forward(model, x.flip(-1) if flipped else x, amp, num_classes).float()
+        if flipped:
+            logits = logits.flip(-1)
+        if len(passes) == 1:
+            return predict(logits, size)
+        up = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+        p = torch.softmax(up, dim=1)
+        total = p if total is None else total.add_(p)
+    return total.argmax(1)
+
+
+def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, autocast=False, progress=False,
+             input_size=None, scales=(1.0,), flip=False):
     """Evaluates `model` on every batch of `loader`.
 
     Args:
@@ -97,6 +155,15 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
             with it against 4.4 s without).
         progress: progress on stderr: a line updated in place on a
             terminal, one line at the end otherwise.
+        input_size: (H, W) the images are resized to (bilinearly, on the
+            device) before the model; default: as the loader delivers them.
+            With a loader at native size (``size=None``) this is the
+            published protocol: the model sees e.g. 512x1024, its logits are
+            upsampled to the 1024x2048 labels.
+        scales: input scales (multi-scale testing, e.g. (0.75, 1.0, 1.25)).
+        flip: also run each scale on the horizontally flipped image.
+            Several passes are fused by summing their softmax at the label
+            resolution.
 
     Returns:
         dict with "miou", "miou16", "miou13", "pixel_accuracy" (floats in
@@ -115,7 +182,13 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
     if len(class_names) != num_classes:
         raise ValueError(f"{_NAME}: `class_names` has {len(class_names)} names, expected num_classes={num_classes}")
     device = _model_device(model) if device is None else torch.device(device)
+    input_size, scales = _check_protocol(input_size, scales)
     use_autocast = autocast is not False and autocast is not None
+    amp = None
+    if use_autocast:
+        dtype = autocast if isinstance(autocast, torch.dtype) else (
+            torch.float16 if device.type == "cuda" else torch.bfloat16)
+        amp = (device.type, dtype)
     if use_autocast and device.type == "cpu":
         warnings.warn(f"{_NAME}: autocast on the CPU runs the model in bfloat16, which is usually many times "
                       "slower than float32 there (and less accurate); pass autocast=False for CPU evaluation",
@@ -140,27 +213,9 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
                     )
                 image = image.to(device, non_blocking=True)
                 label = label.to(device, non_blocking=True)
-                if use_autocast:
-                    if isinstance(autocast, torch.dtype):
-                        dtype = autocast
-                    else:
-                        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-                    ctx = torch.autocast(device.type, dtype=dtype)
-                else:
-                    ctx = contextlib.nullcontext()
-                with ctx:
-                    logits = model(image)
-                if not isinstance(logits, torch.Tensor):
-                    raise ValueError(
-                        f"{_NAME}: the model returned {type(logits).__name__}; it must return one logits tensor "
-                        "[N, C, h, w]"
-                    )
-                if logits.dim() != 4 or logits.shape[0] != image.shape[0] or logits.shape[1] != num_classes:
-                    raise ValueError(
-                        f"{_NAME}: the model returned logits of shape {list(logits.shape)}; expected "
-                        f"[{image.shape[0]}, num_classes={num_classes}, h, w]"
-                    )
-                metric.update(predict(logits, label.shape[-2:]), label)
+                pred = _prediction(model, image, tuple(label.shape[-2:]), amp=amp, num_classes=num_classes,
+                                   input_size=input_size, scales=scales, flip=flip)
+                metric.update(pred, label)
                 num_images += image.shape[0]
                 if live:
                     of = f"/{total}" if total is not None else ""
