@@ -272,3 +272,66 @@ def test_synthia_with_a_16_class_head(tmp_path):
     assert r["miou"] == pytest.approx(sum(iou) / len(iou)) and r["miou16"] == pytest.approx(r["miou"])
     assert r["miou19"] is None or math.isnan(r["miou19"])
     assert cli(TINY + ["--num-classes", "5"]) == 2
+
+
+def tiny_deeplab(num_classes=19, *, freeze_bn=True, input_normalization="caffe", aspp_branches=None):
+    """DeepLab-v2 with one bottleneck per stage: the paper model's structure at test size."""
+    from lse_fast.models.deeplab import DeepLabV2
+
+    return DeepLabV2(num_classes, layers=(1, 1, 1, 1), freeze_bn=freeze_bn, input_normalization=input_normalization,
+                     aspp_branches=aspp_branches)
+
+
+def test_paper_models_never_start_from_random_weights_or_synthetic_data(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    assert cli(["--preset", "paper-gta5-deeplab", "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "paper model for real data" in err and "--source gta5:PATH" in err
+    (tmp_path / "g").mkdir()
+    (tmp_path / "c").mkdir()
+    real = ["--source", f"gta5:{tmp_path / 'g'}", "--target", f"cityscapes:{tmp_path / 'c'}"]
+    assert cli(["--preset", "paper-gta5-fcn8s", "--run-dir", str(run_dir)] + real) == 2
+    err = capsys.readouterr().err
+    assert "needs a starting point: --init FILE" in err and "--backbone FILE" in err and "vgg16" in err
+    assert not run_dir.exists()
+
+
+def test_source_stage_from_an_imagenet_backbone_file(tmp_path, capsys):
+    from lse_fast.adapt.config import AdaptConfig
+    from lse_fast.adapt.source import source_optimizer
+    from tests.data_trees import make_cityscapes, make_gta5
+
+    make_gta5(tmp_path / "gta5", n=4)
+    make_cityscapes(tmp_path / "cityscapes", n_train=4, n_val=2)
+    # a torchvision-layout ResNet file: the backbone's keys plus an ImageNet `fc`, no segmentation head
+    torch.manual_seed(7)
+    donor = tiny_deeplab()
+    state = {k: v for k, v in donor.state_dict().items() if not k.startswith("layer5.")}
+    state["fc.weight"], state["fc.bias"] = torch.randn(1000, 2048), torch.randn(1000)
+    backbone = tmp_path / "resnet_imagenet.pth"
+    torch.save(state, backbone)
+    args = TINY + ["--source", f"gta5:{tmp_path / 'gta5'}", "--target", f"cityscapes:{tmp_path / 'cityscapes'}",
+                   "--model", "tests.test_adapt:tiny_deeplab", "--backbone", str(backbone), "--cache-dir",
+                   str(tmp_path / "cache"), "--rounds", "1", "--no-plots", "--pretrain-iters", "2",
+                   "--pretrain-batch-size", "2", "--pretrain-optimizer", "sgd", "--pretrain-lr", "1e-3",
+                   "--pretrain-weight-decay", "5e-4", "--pretrain-head-lr-mult", "10", "--no-pretrain-color-aug",
+                   "--score-batch-size", "2", "--source-batch-size", "1", "--image-size", "32x64", "--source-size", "32x64"]
+    m = main(args + ["--run-dir", str(tmp_path / "run")])
+    assert m["input_normalization"] == "imagenet"  # torchvision layout detected
+    saved = torch.load(m["init"], map_location="cpu", weights_only=True)["model"]
+    assert m["init"].startswith(str(tmp_path / "cache" / "source_models")) and "layer5.conv2d_list.0.weight" in saved
+    # SGD moved the loaded backbone a little, not back to random weights
+    assert torch.allclose(saved["layer1.0.conv1.weight"], state["layer1.0.conv1.weight"], atol=1e-2)
+    assert "backbone" in capsys.readouterr().out
+    # the recipe: 10x learning rate on the head only
+    cfg = AdaptConfig(pretrain_optimizer="sgd", pretrain_lr=2.5e-4, pretrain_head_lr_mult=10.0,
+                      pretrain_weight_decay=5e-4)
+    opt = source_optimizer(cfg, donor)
+    assert [g["lr"] for g in opt.param_groups] == [2.5e-4, 2.5e-3]
+    assert sum(p.numel() for p in opt.param_groups[1]["params"]) == sum(p.numel() for p in donor.layer5.parameters())
+    assert opt.param_groups[0]["weight_decay"] == 5e-4 and opt.param_groups[0]["momentum"] == 0.9
+    # a file that leaves backbone tensors unset stops the run before anything is written
+    del state["layer2.0.conv2.weight"]
+    torch.save(state, backbone)
+    assert cli(args + ["--run-dir", str(tmp_path / "bad")]) == 2
+    assert "leaves 1 backbone tensors" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -84,6 +84,7 @@ def source_only(run: Run, ctx: Context, model, initial) -> None:
     init = initial_model(ctx, model) if initial is NOT_LOADED else initial
     model.to(ctx.device)
     run.metrics["init"] = init
+    run.metrics["input_normalization"] = ctx.normalization
     run.metrics["classes"] = ctx.classes
     run.metrics["class_names"] = ctx.class_names
     run.metrics["num_target_train"] = len(ctx.target_view)

@@ -15,7 +15,7 @@ from lse_fast.adapt.algorithm import NOT_LOADED, fmt_pct, run_lse
 from lse_fast.adapt.config import ConfigError, build_parser, make_config
 from lse_fast.adapt.context import log, make_context
 from lse_fast.adapt.runs import Run
-from lse_fast.adapt.source import load_init
+from lse_fast.adapt.source import load_backbone, load_init, read_backbone
 
 
 def prepare(argv=None):
@@ -27,7 +27,12 @@ def prepare(argv=None):
     else:
         cfg = make_config(args)
         Run.check_new(cfg)
-    ctx, model = make_context(cfg)
+    cfg.check_runnable()
+    backbone, normalization = read_backbone(cfg) if cfg.backbone and not cfg.init else (None, None)
+    ctx, model = make_context(cfg, normalization)
+    if backbone is not None:
+        load_backbone(cfg, model, backbone)
+        model.to(ctx.device)
     initial = NOT_LOADED
     if cfg.init and not args.resume:
         initial = load_init(cfg, model)

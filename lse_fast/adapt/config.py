@@ -139,8 +139,27 @@ class AdaptConfig:
         "constant", "'constant' or 'poly' (power 0.9 over each round's steps)", choices=("constant", "poly")
     )
     # --- source training (only without --init) ----------------------------
+    backbone: typing.Optional[str] = _f(
+        None,
+        "ImageNet-initialised backbone file for the source stage (torchvision or caffe key layout of ResNet-101 "
+        "for deeplab_v2_resnet101, VGG16 for fcn8s_vgg16); the head starts as initialised. Needed by the paper "
+        "models when no --init is given",
+    )
+    backbone_normalization: str = _f(
+        "auto",
+        "input normalization the --backbone weights expect: 'auto' (torchvision layout -> imagenet, caffe layout "
+        "-> caffe), 'imagenet' or 'caffe'",
+        choices=("auto", "imagenet", "caffe"),
+    )
     pretrain_iters: int = _f(600, "source-only training steps when no --init is given")
-    pretrain_lr: float = _f(2e-3, "Adam learning rate of the source-only training")
+    pretrain_optimizer: str = _f(
+        "adam", "optimiser of the source-only training: 'adam' or 'sgd' (the paper presets: the peers' SGD recipe)",
+        choices=("adam", "sgd"),
+    )
+    pretrain_lr: float = _f(2e-3, "learning rate of the source-only training (poly 0.9 decay over pretrain_iters)")
+    pretrain_momentum: float = _f(0.9, "source-only training: SGD momentum / Adam beta1")
+    pretrain_weight_decay: float = _f(0.0, "source-only training: weight decay")
+    pretrain_head_lr_mult: float = _f(1.0, "source-only training: learning-rate factor of the classifier head")
     pretrain_batch_size: int = _f(8, "batch size of the source-only training")
     pretrain_color_aug: bool = _f(
         True,
@@ -254,6 +273,13 @@ class AdaptConfig:
                     raise ConfigError(f"lse_fast.adapt: `{name}` path {path!r} does not exist")
         if self.init is not None and not Path(self.init).is_file():
             raise ConfigError(f"lse_fast.adapt: `init` checkpoint {self.init!r} does not exist")
+        if self.backbone is not None and not Path(self.backbone).is_file():
+            raise ConfigError(f"lse_fast.adapt: `backbone` file {self.backbone!r} does not exist")
+        if self.backbone is not None and self.init is not None:
+            raise ConfigError("lse_fast.adapt: give --init (a source-trained model: no source stage) or --backbone "
+                              "(ImageNet weights: the source stage trains the model first), not both")
+        if self.pretrain_head_lr_mult <= 0:
+            bad("pretrain_head_lr_mult", "positive")
         if (self.source == "synthetic") != (self.target == "synthetic"):
             raise ConfigError(
                 "lse_fast.adapt: `source` and `target` must both be 'synthetic' or both be KIND:PATH, "
@@ -281,6 +307,27 @@ class AdaptConfig:
             raise ConfigError(f"lse_fast.adapt: `run_dir` {self.run_dir!r} exists and is not a directory")
         return self
 
+    def check_runnable(self) -> "AdaptConfig":
+        """What a run needs beyond valid values (checked before anything is
+        written; a preset alone is valid but may not be runnable): the paper
+        models run on real data and start from --init or --backbone, never
+        from random weights or the synthetic benchmark."""
+        if self.model in PAPER_MODELS and self.source == "synthetic":
+            raise ConfigError(
+                f"lse_fast.adapt: {self.model} is a paper model for real data; give --source gta5:PATH (or "
+                "synthia:PATH) and --target cityscapes:PATH (README, 'Reproducing the paper's tables'). The "
+                "built-in synthetic benchmark is sized for small_deeplab on a CPU"
+            )
+        if self.model in PAPER_MODELS and self.init is None and self.backbone is None:
+            raise ConfigError(
+                f"lse_fast.adapt: {self.model} needs a starting point: --init FILE (a source-trained checkpoint, "
+                "e.g. the authors' or AdaptSegNet's GTA5 model) or --backbone FILE (ImageNet weights: "
+                + ("torchvision resnet101 or the caffe-converted DeepLab ResNet-101" if "deeplab" in self.model
+                   else "torchvision vgg16 or the caffe VGG16")
+                + ") to train on the source first; it never trains from random weights"
+            )
+        return self
+
     def portions(self) -> list:
         ps = portion_schedule(self.portion_start, self.portion_step, self.portion_stop)
         if self.rounds is None:
@@ -301,13 +348,22 @@ class AdaptConfig:
         return Path(home) if home else Path.home() / ".cache" / "lse_fast"
 
 
+PAPER_MODELS = ("deeplab_v2_resnet101", "fcn8s_vgg16")
+
+# The source stage of the paper presets: AdaptSegNet's train_gta2cityscapes_multi.py (SGD, lr 2.5e-4,
+# momentum 0.9, weight decay 5e-4, poly power 0.9, 10x lr on the classifier, batch 1, stopped at 150k steps).
+PAPER_SOURCE_RECIPE = dict(
+    pretrain_optimizer="sgd", pretrain_lr=2.5e-4, pretrain_momentum=0.9, pretrain_weight_decay=5e-4,
+    pretrain_head_lr_mult=10.0, pretrain_iters=150_000, pretrain_batch_size=1, pretrain_color_aug=False,
+)
+
 PRESETS = {
     "synthetic": {},
     "paper-gta5-deeplab": dict(
         model="deeplab_v2_resnet101", image_size=(512, 1024), source_size=(512, 1024), num_classes=19,
         optimizer="adam", lr=1e-6, momentum=0.9, weight_decay=0.0, batch_size=1, source_batch_size=1,
         epochs=2.0, gamma=3.0, beta=0.1, patches_per_image=4, patch_scale=0.5,
-        portion_start=0.1, portion_step=0.05, portion_stop=0.4, score_batch_size=4,
+        portion_start=0.1, portion_step=0.05, portion_stop=0.4, score_batch_size=4, **PAPER_SOURCE_RECIPE,
     ),
 }
 PRESETS["paper-gta5-fcn8s"] = dict(PRESETS["paper-gta5-deeplab"], model="fcn8s_vgg16")
@@ -318,7 +374,9 @@ PRESET_HELP = (
     "synthetic: the defaults (built-in benchmark on a CPU); paper-gta5-deeplab / paper-synthia-deeplab: "
     "DeepLab-v2 ResNet-101 with the paper's hyperparameters (512x1024, Adam lr 1e-6 beta1 0.9, k=4 patches "
     "of half size, gamma 3, beta 0.1, p 0.10..0.40 in 0.05 steps, batch 1, 2 epochs per round); "
-    "paper-gta5-fcn8s / paper-synthia-fcn8s: the same with FCN-8s VGG16. Give --source, --target and --init."
+    "paper-gta5-fcn8s / paper-synthia-fcn8s: the same with FCN-8s VGG16. Give --source, --target and --init "
+    "(a source-trained model) or --backbone (ImageNet weights; the source stage then uses SGD lr 2.5e-4, "
+    "momentum 0.9, weight decay 5e-4, poly 0.9, 10x on the head, batch 1, 150k steps)."
 )
 
 

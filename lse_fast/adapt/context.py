@@ -144,16 +144,19 @@ class View:
 
 
 # --------------------------------------------------------------------------- model and data
-def model_options(cfg: AdaptConfig) -> dict:
+def model_options(cfg: AdaptConfig, input_normalization=None) -> dict:
     """The run's model options, by factory argument name."""
-    return {
+    opts = {
         "freeze_bn": cfg.freeze_bn,
         "aspp_branches": None if cfg.aspp_branches == "auto" else int(cfg.aspp_branches),
         "skip_scale": None if cfg.skip_scale == "auto" else cfg.skip_scale,
     }
+    if input_normalization is not None:
+        opts["input_normalization"] = input_normalization
+    return opts
 
 
-def build_model(cfg: AdaptConfig):
+def build_model(cfg: AdaptConfig, input_normalization=None):
     """The configured model; a factory gets those of the run's model options
     it takes (``freeze_bn`` and ``aspp_branches`` for DeepLab-v2,
     ``skip_scale`` for FCN-8s), so e.g. --no-freeze-bn reaches its BatchNorm
@@ -166,7 +169,10 @@ def build_model(cfg: AdaptConfig):
         takes = set(inspect.signature(factory).parameters)
     except (TypeError, ValueError):
         takes = set()
-    kwargs = {k: v for k, v in model_options(cfg).items() if k in takes}
+    kwargs = {k: v for k, v in model_options(cfg, input_normalization).items() if k in takes}
+    if input_normalization is not None and "input_normalization" not in takes:
+        raise ConfigError(f"lse_fast.adapt: --backbone needs input normalization {input_normalization!r}, but "
+                          f"model {cfg.model!r} takes no `input_normalization` argument")
     return models.build(cfg.model, num_classes=cfg.num_classes, **kwargs)
 
 
@@ -286,10 +292,11 @@ def warn_about_machine(cfg: AdaptConfig, device: torch.device) -> None:
                       "computes in float32", RuntimeWarning, stacklevel=2)
 
 
-def make_context(cfg: AdaptConfig):
-    """(context, model) with datasets loaded, the model built and moved to
-    the device; seeds drawn in the order of every earlier version (the
-    default run's numbers do not change)."""
+def make_context(cfg: AdaptConfig, input_normalization=None):
+    """(context, model) with datasets loaded, the model built (with
+    `input_normalization` when given, e.g. that of a --backbone file) and
+    moved to the device; seeds drawn in the order of every earlier version
+    (the default run's numbers do not change)."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     warn_about_machine(cfg, device)
@@ -297,7 +304,7 @@ def make_context(cfg: AdaptConfig):
         torch.use_deterministic_algorithms(True, warn_only=True)
     datasets = load_datasets(cfg)
     torch.manual_seed(seed_for(cfg.seed, 0, 0))
-    model = build_model(cfg)
+    model = build_model(cfg, input_normalization)
     ctx = Context(cfg, model, datasets)
     model.to(ctx.device)
     return ctx, model

@@ -36,6 +36,44 @@ def load_init(cfg: AdaptConfig, model) -> str:
     return cfg.init
 
 
+def read_backbone(cfg: AdaptConfig):
+    """(state dict, input normalization) of the --backbone file: torchvision
+    layouts (``features.N`` of VGG16, ``fc`` of ResNet without the caffe
+    ``Scale.`` prefix) expect 'imagenet', the caffe-converted ones 'caffe'."""
+    try:
+        state, _ = models.read_state_dict(cfg.backbone)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        raise ConfigError(f"lse_fast.adapt: `backbone` {cfg.backbone!r}: {e}") from None
+    if cfg.backbone_normalization != "auto":
+        return state, cfg.backbone_normalization
+    caffe = any(k.startswith(("Scale.", "module.Scale.")) for k in state)
+    torchvision = "features.0.weight" in state or ("fc.weight" in state and not caffe)
+    return state, "imagenet" if torchvision else "caffe"
+
+
+def load_backbone(cfg: AdaptConfig, model, state) -> None:
+    """Loads ImageNet weights into everything but the head; a file that
+    leaves a backbone tensor unset is a ConfigError."""
+    try:
+        missing, _ = models.load_checkpoint(model, state)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"lse_fast.adapt: `backbone` {cfg.backbone!r}: {e}") from None
+    head = tuple(getattr(model, "head_prefixes", ()))
+    unset = [k for k in missing if not k.startswith(head)]
+    if unset:
+        raise ConfigError(
+            f"lse_fast.adapt: `backbone` {cfg.backbone!r} leaves {len(unset)} backbone tensors of {cfg.model} unset "
+            f"(e.g. {', '.join(unset[:4])}); expected an ImageNet ResNet-101 / VGG16 in torchvision or caffe layout"
+        )
+    log(f"[source] backbone {cfg.backbone}: {len(missing)} head tensors left as initialised; input normalization "
+        f"{model.input_normalization}")
+
+
+def _file_id(path):
+    st = os.stat(path)
+    return [os.path.abspath(path), st.st_size, int(st.st_mtime)]
+
+
 def source_model_key(cfg: AdaptConfig, source) -> str:
     desc = {
         "model": cfg.model, "num_classes": cfg.num_classes, "source": cfg.source,
@@ -46,6 +84,12 @@ def source_model_key(cfg: AdaptConfig, source) -> str:
     }
     if cfg.source == "synthetic":
         desc["synthetic"] = synthetic_dir(cfg).name
+    recipe = (cfg.pretrain_optimizer, cfg.pretrain_momentum, cfg.pretrain_weight_decay, cfg.pretrain_head_lr_mult)
+    if recipe != ("adam", 0.9, 0.0, 1.0):  # keys of the default recipe stay as they were
+        desc["recipe"] = list(recipe)
+    if cfg.backbone:
+        desc["backbone"] = _file_id(cfg.backbone)
+        desc["backbone_normalization"] = cfg.backbone_normalization
     return hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -60,6 +104,26 @@ def color_augment(x, generator):
     sat, gain, shift = sat.to(x.device), gain.to(x.device), shift.to(x.device)
     gray = x.mean(1, keepdim=True)
     return (x * (1 - sat) + gray * sat) * gain + shift
+
+
+def source_optimizer(cfg: AdaptConfig, model):
+    """The source stage's optimiser: Adam over every parameter (the small
+    model's recipe), or the peers' recipe: SGD with momentum and weight decay
+    and ``pretrain_head_lr_mult`` times the learning rate on the head."""
+    if cfg.pretrain_optimizer == "adam" and cfg.pretrain_head_lr_mult == 1.0 and cfg.pretrain_weight_decay == 0.0 \
+            and cfg.pretrain_momentum == 0.9:
+        return torch.optim.Adam(model.parameters(), lr=cfg.pretrain_lr)
+    head = tuple(getattr(model, "head_prefixes", ()))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if not (head and n.startswith(head))], "lr": cfg.pretrain_lr},
+              {"params": [p for n, p in named if head and n.startswith(head)],
+               "lr": cfg.pretrain_lr * cfg.pretrain_head_lr_mult}]
+    groups = [g for g in groups if g["params"]]
+    if cfg.pretrain_optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.pretrain_lr, momentum=cfg.pretrain_momentum,
+                               weight_decay=cfg.pretrain_weight_decay)
+    return torch.optim.Adam(groups, lr=cfg.pretrain_lr, betas=(cfg.pretrain_momentum, 0.999),
+                            weight_decay=cfg.pretrain_weight_decay)
 
 
 def source_checkpoint_path(ctx: Context):
@@ -80,14 +144,15 @@ def pretrain_source(ctx: Context, model):
     if cfg.pretrain_iters == 0:
         log("[source] pretrain_iters = 0: starting from the untrained model")
         return None
-    log(f"[source] training {cfg.model} on the source domain for {cfg.pretrain_iters} steps")
+    log(f"[source] training {cfg.model} on the source domain for {cfg.pretrain_iters} steps "
+        f"({cfg.pretrain_optimizer}, lr {cfg.pretrain_lr:g}, head x{cfg.pretrain_head_lr_mult:g})")
     t0 = time.perf_counter()
     torch.manual_seed(seed_for(cfg.seed, 0, 10))
     loader = ctx.loader(ctx.source, batch_size=min(cfg.pretrain_batch_size, len(ctx.source)),
                         size=tuple(cfg.source_size), shuffle=True, seed=seed_for(cfg.seed, 0, 11), train=True)
     batches = infinite(loader)
     aug_gen = torch.Generator().manual_seed(seed_for(cfg.seed, 0, 12))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.pretrain_lr)
+    opt = source_optimizer(cfg, model)
     n = cfg.pretrain_iters
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - min(s, n - 1) / n) ** 0.9)
     model.train()

@@ -111,6 +111,12 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
 _PREFIXES = ("module.", "Scale.", "model.")
 
 
+def read_state_dict(source):
+    """The tensors of a checkpoint file (or dict), unwrapped from
+    ``{"state_dict": ...}`` and similar: ``(state, description)``."""
+    return _read_state_dict(source)
+
+
 def _read_state_dict(source):
     where = "the given state dict"
     if isinstance(source, (str, os.PathLike)):
@@ -251,6 +257,7 @@ __all__ = [
     "deeplab_v2_resnet101",
     "fcn8s_vgg16",
     "load_checkpoint",
+    "read_state_dict",
     "register",
     "small_deeplab",
 ]

@@ -131,6 +131,7 @@ class DeepLabV2(nn.Module):
 
     output_stride = 8
     record_buffers = ("layer5.branches",)
+    head_prefixes = ("layer5.",)  # the classifier: 10x learning rate in the source recipe
 
     def __init__(self, num_classes=19, layers=(3, 4, 23, 3), *, freeze_bn=True, input_normalization="caffe",
                  aspp_branches=None):

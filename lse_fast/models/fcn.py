@@ -67,6 +67,7 @@ class FCN8s(nn.Module):
 
     output_stride = 1
     record_buffers = ("skip_scales",)
+    head_prefixes = ("score_fr.", "score_pool3.", "score_pool4.", "upscore2.", "upscore_pool4.", "upscore8.")
 
     def __init__(self, num_classes=19, *, input_normalization="caffe", dropout=0.5, skip_scale=None):
         super().__init__()
