@@ -335,3 +335,41 @@ def test_source_stage_from_an_imagenet_backbone_file(tmp_path, capsys):
     torch.save(state, backbone)
     assert cli(args + ["--run-dir", str(tmp_path / "bad")]) == 2
     assert "leaves 1 backbone tensors" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_recomputed_probability_maps_give_the_same_round(fused_run, cache, tmp_path):
+    _, kept = fused_run
+    m = main(TINY + ["--cache-dir", cache, "--run-dir", str(tmp_path / "recompute"), "--rounds", "1",
+                     "--no-plots", "--probs-ram-budget", "0"])
+    a, b = kept["rounds"][0], m["rounds"][0]
+    assert a["probability_maps"] == "kept" and b["probability_maps"] == "recomputed"
+    assert b["kept_probability_maps"] == 0 and b["peak_probability_map_bytes"] == 0
+    assert a["selected_images"] == b["selected_images"]
+    assert torch.equal(torch.tensor(a["thresholds"]).nan_to_num(-9), torch.tensor(b["thresholds"]).nan_to_num(-9))
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
+
+
+def test_host_ram_of_the_maps_is_bounded_on_a_dataset_10x_larger(tmp_path):
+    from lse_fast.adapt.config import AdaptConfig
+    from lse_fast.adapt.context import make_context
+    from lse_fast.adapt.scoring import score_target
+    from tests.data_trees import make_cityscapes, make_gta5
+
+    make_gta5(tmp_path / "gta5", n=2, h=32, w=64)
+    map_bytes = 19 * 4 * 8 * 4  # small_deeplab's softmax of a 32x64 image: stride 8
+    budget = 30 * map_bytes
+    peaks = {}
+    for n in (12, 120):  # the tiny run's target set, and 10x
+        make_cityscapes(tmp_path / f"cs{n}", n_train=n, n_val=1, h=32, w=64)
+        cfg = AdaptConfig(source=f"gta5:{tmp_path / 'gta5'}", target=f"cityscapes:{tmp_path / f'cs{n}'}",
+                          image_size=(32, 64), source_size=(32, 64), score_batch_size=4, progress=False,
+                          probs_ram_budget=budget / 2**30).validate()
+        ctx, model = make_context(cfg)
+        scores = score_target(ctx, model, 0.4)
+        peaks[n] = scores.peak_map_bytes
+        assert scores.class_pixels.shape == (n, 19)  # the per-image tables: 24 bytes per image and class
+        # the bound: the budget plus one scoring batch of maps, whatever n
+        assert scores.peak_map_bytes <= budget + cfg.score_batch_size * map_bytes
+        held = 0 if scores.probs is None else sum(p.numel() * 4 for p in scores.probs.values())
+        assert held <= budget
+    assert peaks[120] <= budget + 4 * map_bytes < 120 * map_bytes  # far below keeping every map

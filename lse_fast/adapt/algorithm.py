@@ -74,7 +74,9 @@ def run_round(ctx: Context, model, round_index: int, portion: float):
         "loss": tr.loss,
         **ev,
         "seconds": seconds,
-        "kept_probability_maps": len(scores.probs),
+        "kept_probability_maps": len(scores.probs) if scores.probs is not None else 0,
+        "probability_maps": "kept" if scores.probs is not None else "recomputed",
+        "peak_probability_map_bytes": scores.peak_map_bytes,
     }
     return entry, tr.examples
 

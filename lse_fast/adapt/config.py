@@ -182,6 +182,12 @@ class AdaptConfig:
     device: str = _f("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'")
     amp: bool = _f(False, "bfloat16 autocast for forward passes on CUDA")
     score_batch_size: int = _f(8, "images per batch when scoring and evaluating")
+    probs_ram_budget: float = _f(
+        2.0,
+        "GiB of host RAM for the probability maps of candidate images kept while scoring (FCN-8s maps are at "
+        "full resolution: 40 MB per 512x1024 image); beyond it no map is kept and the selected images' maps are "
+        "recomputed when making patches, by a frozen copy of the round's starting model (0: always recompute)",
+    )
     eval_size: str = _f(
         "native",
         "evaluation protocol: 'native' (the published one: labels at their native resolution, images fed at "
@@ -278,6 +284,8 @@ class AdaptConfig:
         if self.backbone is not None and self.init is not None:
             raise ConfigError("lse_fast.adapt: give --init (a source-trained model: no source stage) or --backbone "
                               "(ImageNet weights: the source stage trains the model first), not both")
+        if self.probs_ram_budget < 0:
+            bad("probs_ram_budget", ">= 0 (GiB)")
         if self.pretrain_head_lr_mult <= 0:
             bad("pretrain_head_lr_mult", "positive")
         if (self.source == "synthetic") != (self.target == "synthetic"):

@@ -8,13 +8,14 @@ each chunk of images the trainer loads. Nothing is written to disk.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from lse_fast.adapt.context import IGNORE, Context, seed_for
-from lse_fast.adapt.scoring import ScoreResult, minmax_class_entropy
+from lse_fast.adapt.scoring import ScoreResult, minmax_class_entropy, target_probs
 from lse_fast.patches import random_boxes
 
 EXAMPLES = 4  # patches kept per round for the pseudo-label plot
@@ -30,6 +31,7 @@ class PatchPlan:
     k: int
     size: tuple
     thresholds: torch.Tensor  # float32 [C], NaN replaced by -1 (keeps nothing)
+    teacher: typing.Optional[torch.nn.Module] = None  # frozen copy of the scoring model when maps are recomputed
     seconds: float = 0.0  # time in the patch ops (and drawing the boxes)
     examples: list = field(default_factory=list)  # (image patch, pseudo-label) pairs on the CPU
 
@@ -92,7 +94,10 @@ def make_patches(ctx: Context, plan: PatchPlan, scores: ScoreResult, batch):
     local = plan.boxes[rows].clone()
     local[:, 0] = torch.arange(len(pos)).repeat_interleave(k).float()
     local = local.to(device)
-    probs = torch.stack([scores.probs[plan.chosen[int(p)]] for p in pos]).to(device)
+    if scores.probs is not None:
+        probs = torch.stack([scores.probs[plan.chosen[int(p)]] for p in pos]).to(device)
+    else:  # over the RAM budget while scoring: the same maps, recomputed by the round's starting model
+        probs = target_probs(ctx, plan.teacher, x)
     thresholds = plan.thresholds.to(device)
     patches = ctx.ops.crop_resize(x, local, size)
     labels = pseudo_labels(ctx.ops, probs, local, size, thresholds, image_size=size,

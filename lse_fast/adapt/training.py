@@ -7,6 +7,7 @@ and pseudo-labels (plus drawing the boxes); "train" is the rest.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -117,6 +118,8 @@ def train_round(ctx: Context, model, scores: ScoreResult, selection, round_index
         return TrainResult(float("nan"), 0.0, 0.0, 0, 0, [])
     t_start = timer.now()
     plan = plan_patches(ctx, selection, round_index)
+    if scores.probs is None:
+        plan.teacher = copy.deepcopy(model).eval().requires_grad_(False)
     plan.seconds = timer.now() - t_start
     total_steps = steps_per_round(cfg, plan.num_patches)
     chunk_images = max(1, math.ceil(cfg.batch_size / plan.k)) * 4
