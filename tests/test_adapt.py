@@ -373,3 +373,65 @@ def test_host_ram_of_the_maps_is_bounded_on_a_dataset_10x_larger(tmp_path):
         held = 0 if scores.probs is None else sum(p.numel() * 4 for p in scores.probs.values())
         assert held <= budget
     assert peaks[120] <= budget + 4 * map_bytes < 120 * map_bytes  # far below keeping every map
+
+
+def test_export_pngs_decode_to_the_labels_and_tensorboard_logs(cache, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from lse_fast.adapt import tensorboard as tb
+    from lse_fast.adapt.config import from_dict
+    from lse_fast.adapt.context import View, make_context
+    from lse_fast.adapt.export import stem_of
+    from lse_fast.data import TRAIN_ID_COLORS
+    from lse_fast.evaluate import predict_labels
+
+    have_tb = tb.importlib.util.find_spec("tensorboard") is not None
+    run_dir = tmp_path / "export"
+    m = main(TINY + ["--cache-dir", cache, "--run-dir", str(run_dir), "--rounds", "1", "--no-plots", "--export"]
+             + (["--tensorboard"] if have_tb else []))
+    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    ctx, model = make_context(cfg)
+
+    def read(directory, stem):
+        ids = np.asarray(Image.open(directory / f"{stem}_trainIds.png"))
+        colour = np.asarray(Image.open(directory / f"{stem}_color.png").convert("RGB"))
+        palette = np.zeros((256, 3), np.uint8)
+        palette[:19] = TRAIN_ID_COLORS
+        assert np.array_equal(colour, palette[ids])
+        return ids
+
+    # pseudo-labels of round 1: the round-0 model's maps, the round's thresholds, one box per whole image
+    model.load_state_dict(torch.load(run_dir / "checkpoints" / "round_0.pt", weights_only=True)["model"])
+    model.eval()
+    r = m["rounds"][0]
+    thr = torch.tensor([-1.0 if t is None or math.isnan(t) else t for t in r["thresholds"]])
+    chosen = r["selected_images"]
+    pseudo_dir = run_dir / "export" / "round_1" / "pseudo_labels"
+    assert len(list(pseudo_dir.glob("*_trainIds.png"))) == len(chosen)
+    for batch in ctx.loader(View(ctx.target_base, chosen), batch_size=4, size=cfg.image_size):
+        with torch.no_grad():
+            probs = torch.softmax(model(batch["image"]).float(), 1)
+        h, w = cfg.image_size
+        boxes = torch.tensor([[j, 0.0, 0.0, float(w), float(h)] for j in range(probs.shape[0])])
+        want = reference.crop_pseudo_labels(probs, boxes, (h, w), thr, image_size=(h, w)).numpy()
+        for j, p in enumerate(batch["index"].tolist()):
+            got = read(pseudo_dir, stem_of(ctx.target_base.image_path(chosen[p])))
+            assert (got == want[j]).mean() > 0.999  # fused vs reference op: agreement as --verify demands
+            assert (got == 255).any() or thr.max() >= 1.0
+    # final predictions: the last checkpoint's, at the labels' resolution
+    model.load_state_dict(torch.load(run_dir / "checkpoints" / "round_1.pt", weights_only=True)["model"])
+    model.eval()
+    pred_dir = run_dir / "export" / "predictions"
+    for batch in ctx.val_loader:
+        with torch.no_grad():
+            want = predict_labels(model, batch["image"], tuple(batch["label"].shape[-2:]), amp=None, num_classes=19,
+                                  input_size=tuple(cfg.image_size), scales=(1.0,), flip=False).numpy()
+        for j, i in enumerate(batch["index"].tolist()):
+            assert np.array_equal(read(pred_dir, stem_of(ctx.val.image_path(i))), want[j])
+    if have_tb:
+        assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    # without the package: one clear error before anything is written
+    monkeypatch.setattr(tb.importlib.util, "find_spec", lambda name: None)
+    assert cli(TINY + ["--cache-dir", cache, "--run-dir", str(tmp_path / "tb"), "--tensorboard"]) == 2
+    assert not (tmp_path / "tb").exists()

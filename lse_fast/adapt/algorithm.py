@@ -15,10 +15,12 @@ import torch
 from lse_fast.adapt import plots, training
 from lse_fast.adapt.context import Context, Timer, log, seed_for
 from lse_fast.adapt.evaluation import evaluate_target
+from lse_fast.adapt.export import export_predictions, export_pseudo_labels
 from lse_fast.adapt.runs import Run
 from lse_fast.adapt.scoring import score_target
 from lse_fast.adapt.select import select_images
 from lse_fast.adapt.source import initial_model
+from lse_fast.adapt.tensorboard import TensorBoardLog
 
 NOT_LOADED = object()  # run_lse(initial=...) when theta_0 still has to be made
 
@@ -44,8 +46,9 @@ def summary_line(entry, total_rounds, num_images, baseline, classes):
     )
 
 
-def run_round(ctx: Context, model, round_index: int, portion: float):
-    """One round; returns its metrics entry and pseudo-label examples."""
+def run_round(ctx: Context, model, round_index: int, portion: float, export_dir=None):
+    """One round; returns its metrics entry and pseudo-label examples. With
+    `export_dir`, the round's pseudo-labels are written there as PNGs."""
     timer = Timer(ctx.device)
     seconds = {}
     t0 = timer.now()
@@ -55,6 +58,10 @@ def run_round(ctx: Context, model, round_index: int, portion: float):
     selection = select_images(ctx, scores, portion)
     t2 = timer.now()
     seconds["select"] = t2 - t1
+    if export_dir is not None:
+        export_pseudo_labels(ctx, model, scores, selection, selection.filter_thresholds(), export_dir)
+        t_export = timer.now()
+        seconds["export"] = t_export - t2
     tr = training.train_round(ctx, model, scores, selection, round_index, timer)
     seconds["patches"] = tr.patches_seconds
     seconds["train"] = tr.seconds - tr.patches_seconds
@@ -113,19 +120,30 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
         log(f"[resume] {done} of {len(portions)} rounds finished; continuing with round {done + 1}")
     else:
         source_only(run, ctx, model, initial)
+    board = TensorBoardLog(run.path / "tensorboard") if cfg.tensorboard else None
+    if board is not None and done == 0:
+        board.source_only(run.metrics["source_only"])
     baseline = run.metrics["source_only"]["miou"]
     for r in range(done + 1, len(portions) + 1):
         torch.manual_seed(seed_for(cfg.seed, r, 0))
-        entry, examples = run_round(ctx, model, r, portions[r - 1])
+        export_dir = run.path / "export" / f"round_{r}" / "pseudo_labels" if cfg.export else None
+        entry, examples = run_round(ctx, model, r, portions[r - 1], export_dir)
         if ctx.verifier is not None:
             entry["verify"] = ctx.verifier.report()
             run.metrics["verify"] = ctx.verifier.report()
         run.save_round(entry, model)
         log(summary_line(entry, len(portions), len(ctx.target_view), baseline, ctx.classes))
+        if board is not None:
+            board.round(entry, examples, ctx.classes, ctx.normalization, cfg.num_classes)
         if cfg.plots:
             plots.pseudo_label_examples(run.path / "plots" / f"pseudo_labels_round{r}.png", examples,
                                         ctx.normalization, title=f"round {r}: patches and pseudo-labels")
             plots.all_plots(run.path / "plots", run.metrics)
+    if cfg.export:
+        n = export_predictions(ctx, model, run.path / "export" / "predictions")
+        log(f"[export] predictions of {n} val images in {run.path / 'export' / 'predictions'}")
+    if board is not None:
+        board.close()
     run.metrics["finished"] = True
     run.metrics["total_seconds_this_invocation"] = time.perf_counter() - t_all
     run.save_metrics()

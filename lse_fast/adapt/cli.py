@@ -16,6 +16,7 @@ from lse_fast.adapt.config import ConfigError, build_parser, make_config
 from lse_fast.adapt.context import log, make_context
 from lse_fast.adapt.runs import Run
 from lse_fast.adapt.source import load_backbone, load_init, read_backbone
+from lse_fast.adapt.tensorboard import check_available as check_tensorboard
 
 
 def prepare(argv=None):
@@ -28,6 +29,8 @@ def prepare(argv=None):
         cfg = make_config(args)
         Run.check_new(cfg)
     cfg.check_runnable()
+    if cfg.tensorboard:
+        check_tensorboard()
     backbone, normalization = read_backbone(cfg) if cfg.backbone and not cfg.init else (None, None)
     ctx, model = make_context(cfg, normalization)
     if backbone is not None:
@@ -46,7 +49,9 @@ def summary(run: Run) -> str:
     m = run.metrics
     rows = [("source-only", m.get("source_only") or {})] + [(f"round {r['round']}", r) for r in m.get("rounds", [])]
     lines = [f"[done] run directory {run.path}",
-             "  config.yaml, metrics.json, checkpoints/round_<r>.pt" + (", plots/*.png" if run.config.plots else ""),
+             "  config.yaml, metrics.json, checkpoints/round_<r>.pt" + (", plots/*.png" if run.config.plots else "")
+             + (", export/ (PNG labels)" if run.config.export else "")
+             + (", tensorboard/" if run.config.tensorboard else ""),
              f"  {'':12s} {'mIoU':>7s} {'mIoU19':>7s} {'mIoU16':>7s} {'mIoU13':>7s}"]
     for name, e in rows:
         cells = " ".join(f"{fmt_pct(e.get(k)):>7s}" for k in ("miou", "miou19", "miou16", "miou13"))

@@ -217,6 +217,15 @@ class AdaptConfig:
         "all", "'all' round checkpoints or only the 'last'", choices=("all", "last")
     )
     plots: bool = _f(True, "write PNG plots into the run directory")
+    export: bool = _f(
+        False,
+        "write Cityscapes-format PNGs (<stem>_trainIds.png and <stem>_color.png) of each round's pseudo-labels "
+        "(export/round_<r>/pseudo_labels) and of the final predictions on the val split (export/predictions)",
+    )
+    tensorboard: bool = _f(
+        False, "log scalars and sample images to TensorBoard under <run_dir>/tensorboard (needs the tensorboard "
+        "package)"
+    )
     progress: bool = _f(True, "progress bars")
 
     # ---------------------------------------------------------------------

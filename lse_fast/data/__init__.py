@@ -18,6 +18,7 @@ from lse_fast.data.datasets import (
     NUM_CLASSES,
     SYNTHIA,
     SYNTHIA16_TRAIN_IDS,
+    TRAIN_ID_COLORS,
     SYNTHIA_ID_TO_TRAINID,
     Cityscapes,
     ImageFolderPairs,
@@ -60,6 +61,6 @@ def denormalize(image, normalization="imagenet"):
 
 __all__ = [
     "CAFFE_MEAN_BGR", "CITYSCAPES_ID_TO_TRAINID", "CLASS_NAMES", "GTA5", "IGNORE_INDEX", "IMAGENET_MEAN",
-    "IMAGENET_STD", "NUM_CLASSES", "SYNTHIA", "SYNTHIA16_TRAIN_IDS", "SYNTHIA_ID_TO_TRAINID", "Cityscapes", "ImageFolderPairs",
+    "IMAGENET_STD", "NUM_CLASSES", "SYNTHIA", "SYNTHIA16_TRAIN_IDS", "SYNTHIA_ID_TO_TRAINID", "TRAIN_ID_COLORS", "Cityscapes", "ImageFolderPairs",
     "SegmentationDataset", "denormalize", "from_spec", "loader", "to_synthia16",
 ]

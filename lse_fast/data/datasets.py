@@ -36,6 +36,13 @@ SYNTHIA_ID_TO_TRAINID = {
     8: 13, 19: 15, 12: 17, 11: 18,
 }
 
+TRAIN_ID_COLORS = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+"""Cityscapes' colour of each trainId (its labels definition); 255 (ignore) is black."""
+
 LABEL_SIZE_MISMATCH = ("error", "resize", "skip")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 

@@ -4,6 +4,6 @@ lse_fast.evaluate`` (model + checkpoint + dataset -> per-class IoU table and
 JSON, the published protocol: labels at native resolution, logits
 upsampled bilinearly to it)."""
 
-from lse_fast.evaluate.core import SYNTHIA16_NAMES, class_summary, evaluate, format_result, predict
+from lse_fast.evaluate.core import SYNTHIA16_NAMES, class_summary, evaluate, format_result, predict, predict_labels
 
-__all__ = ["SYNTHIA16_NAMES", "class_summary", "evaluate", "format_result", "predict"]
+__all__ = ["SYNTHIA16_NAMES", "class_summary", "evaluate", "format_result", "predict", "predict_labels"]

@@ -108,8 +108,9 @@ def _forward(model, image, amp, num_classes):
     return logits
 
 
-def _prediction(model, image, size, *, amp, num_classes, input_size, scales, flip):
-    """Predicted labels [N, *size]: the image fed at `input_size` (default:
+def predict_labels(model, image, size, *, amp, num_classes, input_size, scales, flip):
+    """Predicted labels [N, *size] of `model` on a batch (what `evaluate`
+    scores; also used to export predictions): the image fed at `input_size` (default:
     as loaded) times each scale, optionally also flipped; logits upsampled
     bilinearly to the label size `size`. One pass: argmax of the logits;
     several: argmax of the summed softmax."""
@@ -213,7 +214,7 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
                     )
                 image = image.to(device, non_blocking=True)
                 label = label.to(device, non_blocking=True)
-                pred = _prediction(model, image, tuple(label.shape[-2:]), amp=amp, num_classes=num_classes,
+                pred = predict_labels(model, image, tuple(label.shape[-2:]), amp=amp, num_classes=num_classes,
                                    input_size=input_size, scales=scales, flip=flip)
                 metric.update(pred, label)
                 num_images += image.shape[0]
