@@ -228,7 +228,7 @@ def test_without_dali_the_run_falls_back_to_pil_with_one_warning(fused_run, cach
     assert m["source_only"]["miou"] == pytest.approx(dali_run["source_only"]["miou"], abs=1e-6)
 
 
-def test_real_dataset_layouts_with_a_mismatched_gta5_label(tmp_path):
+def test_real_dataset_layouts_with_a_mismatched_gta5_label(tmp_path, capsys):
     import warnings
 
     import numpy as np
@@ -241,7 +241,8 @@ def test_real_dataset_layouts_with_a_mismatched_gta5_label(tmp_path):
     label = tmp_path / "gta5" / "labels" / "00003.png"
     Image.fromarray(np.asarray(Image.open(label))[:32], mode="L").save(label)  # 32x128 label, 64x128 image
     args = TINY + ["--source", f"gta5:{tmp_path / 'gta5'}", "--target", f"cityscapes:{tmp_path / 'cityscapes'}",
-                   "--cache-dir", str(tmp_path / "cache"), "--rounds", "1", "--no-plots"]
+                   "--cache-dir", str(tmp_path / "cache"), "--rounds", "1", "--no-plots", "--pretrain-iters", "2",
+                   "--image-size", "32x64", "--source-size", "32x64", "--epochs", "0.5"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         m = main(args + ["--run-dir", str(tmp_path / "resize")])
@@ -249,9 +250,12 @@ def test_real_dataset_layouts_with_a_mismatched_gta5_label(tmp_path):
     assert m["rounds"][0]["selected"] > 0 and 0.0 <= m["rounds"][0]["miou"] <= 1.0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        main(args + ["--run-dir", str(tmp_path / "skip"), "--label-size-mismatch", "skip", "--rounds", "1"])
+        main(args + ["--run-dir", str(tmp_path / "skip"), "--label-size-mismatch", "skip"])
     assert any("skipped 1 of 6 pairs" in str(w.message) for w in caught)
-    assert cli(args + ["--run-dir", str(tmp_path / "error"), "--label-size-mismatch", "error"]) == 1
+    # an error names the file when the pair is loaded (a fresh cache: the source stage loads every pair)
+    assert cli(args + ["--run-dir", str(tmp_path / "error"), "--label-size-mismatch", "error", "--cache-dir",
+                       str(tmp_path / "cache_error"), "--pretrain-batch-size", "6"]) == 1
+    assert "labels/00003.png' is 32x128 but its image" in capsys.readouterr().err
 
 
 def test_synthia_with_a_16_class_head(tmp_path):
@@ -263,7 +267,8 @@ def test_synthia_with_a_16_class_head(tmp_path):
     m = main(TINY + ["--source", f"synthia:{tmp_path / 'synthia'}", "--target",
                      f"cityscapes:{tmp_path / 'cityscapes'}", "--num-classes", "16", "--cache-dir",
                      str(tmp_path / "cache"), "--run-dir", str(tmp_path / "run"), "--rounds", "1", "--no-plots",
-                     "--image-size", "32x64", "--source-size", "32x64"])  # evaluated on the native 64x128 labels
+                     "--image-size", "32x64", "--source-size", "32x64",  # evaluated on the native 64x128 labels
+                     "--pretrain-iters", "2", "--epochs", "0.5"])
     assert m["classes"] == list(range(16))
     assert m["class_names"] == [lse_fast.metrics.CITYSCAPES_CLASSES[t] for t in SYNTHIA16_TRAIN_IDS]
     r = m["rounds"][0]
@@ -315,7 +320,8 @@ def test_source_stage_from_an_imagenet_backbone_file(tmp_path, capsys):
                    str(tmp_path / "cache"), "--rounds", "1", "--no-plots", "--pretrain-iters", "2",
                    "--pretrain-batch-size", "2", "--pretrain-optimizer", "sgd", "--pretrain-lr", "1e-3",
                    "--pretrain-weight-decay", "5e-4", "--pretrain-head-lr-mult", "10", "--no-pretrain-color-aug",
-                   "--score-batch-size", "2", "--source-batch-size", "1", "--image-size", "32x64", "--source-size", "32x64"]
+                   "--score-batch-size", "2", "--source-batch-size", "1", "--image-size", "32x64", "--source-size", "32x64",
+                   "--epochs", "0.5"]
     m = main(args + ["--run-dir", str(tmp_path / "run")])
     assert m["input_normalization"] == "imagenet"  # torchvision layout detected
     saved = torch.load(m["init"], map_location="cpu", weights_only=True)["model"]
