@@ -20,8 +20,8 @@ from lse_fast.adapt.scoring import ScoreResult, target_probs
 from lse_fast.data import SYNTHIA16_TRAIN_IDS, TRAIN_ID_COLORS
 from lse_fast.evaluate import predict_labels
 
-_COLORS = np.zeros((256, 3), np.uint8)
-_COLORS[: len(TRAIN_ID_COLORS)] = np.array(TRAIN_ID_COLORS, np.uint8)
+TRAIN_ID_PALETTE = np.zeros((256, 3), np.uint8)
+TRAIN_ID_PALETTE[: len(TRAIN_ID_COLORS)] = np.array(TRAIN_ID_COLORS, np.uint8)
 
 
 def to_train_ids(labels: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -46,7 +46,7 @@ def write_label_png(directory: Path, stem: str, train_ids: np.ndarray) -> None:
     """``<stem>_trainIds.png`` and ``<stem>_color.png`` of a uint8 [H, W] map."""
     directory.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(train_ids), mode="L").save(directory / f"{stem}_trainIds.png")
-    Image.fromarray(_COLORS[train_ids]).save(directory / f"{stem}_color.png")
+    Image.fromarray(TRAIN_ID_PALETTE[train_ids]).save(directory / f"{stem}_color.png")
 
 
 def export_pseudo_labels(ctx: Context, model, scores: ScoreResult, selection, thresholds, directory: Path) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from lse_fast.adapt.config import ConfigError
-from lse_fast.adapt.export import _COLORS, to_train_ids
+from lse_fast.adapt.export import TRAIN_ID_PALETTE, to_train_ids
 from lse_fast.data import denormalize
 
 TENSORBOARD_INSTALL = "pip install tensorboard"
@@ -55,7 +55,7 @@ class TensorBoardLog:
             self._scalar(f"seconds/{stage}", sec, r)
         for j, (patch, label) in enumerate(examples):
             image = denormalize(patch.unsqueeze(0), normalization)[0].numpy()
-            colour = _COLORS[to_train_ids(label, num_classes)]
+            colour = TRAIN_ID_PALETTE[to_train_ids(label, num_classes)]
             both = np.concatenate([image, colour], axis=1)  # patch | pseudo-label
             self.writer.add_image(f"pseudo_labels/{j}", torch.from_numpy(both), r, dataformats="HWC")
         self.writer.flush()
