@@ -3,9 +3,10 @@
 import dataclasses
 
 import pytest
+import torch
 
 from lse_fast.adapt import cli
-from lse_fast.adapt.config import PRESETS, AdaptConfig, build_parser, from_dict, load_yaml, make_config
+from lse_fast.adapt.config import PRESETS, AdaptConfig, ConfigError, build_parser, from_dict, load_yaml, make_config
 
 
 def cfg(argv):
@@ -90,3 +91,32 @@ def test_bad_dataset_paths_give_clear_errors(tmp_path, capsys):
     assert "`init` checkpoint" in capsys.readouterr().err
     assert cli(["--resume", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_cross_field_errors_stop_before_anything_is_written(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    assert cli(["--verify", "--ops", "reference", "--run-dir", str(run_dir)]) == 2
+    assert "--verify compares the fused ops" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli(["--device", "cuda", "--run-dir", str(run_dir)]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert cli(["--run-dir", str(tmp_path / "file")]) == 2
+    assert "`run_dir`" in capsys.readouterr().err
+    assert not run_dir.exists()
+    with pytest.raises(ConfigError):
+        cfg(["--verify", "--ops", "reference"])
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_unknown_option_names_the_closest_one_in_two_lines(capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["--portion-strat", "0.2"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) <= 2
+    assert "unknown option --portion-strat; did you mean --portion-start?" in err[0]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--zzzz"])
+    err = capsys.readouterr().err
+    assert "unknown option --zzzz" in err and "did you mean" not in err

@@ -253,3 +253,24 @@ def test_dali_not_imported_by_package():
     code = "import sys, lse_fast, lse_fast.data; print('nvidia.dali' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_label_size_mismatch_resize_or_skip(tmp_path):
+    truth = make_gta5(tmp_path / "g", n=3)
+    small = np.asarray(Image.open(tmp_path / "g" / "labels" / "00002.png"))[::2, ::2]  # 32x64 of a 64x128 image
+    Image.fromarray(small, mode="L").save(tmp_path / "g" / "labels" / "00002.png")
+    ds = data.GTA5(tmp_path / "g", label_size_mismatch="resize")
+    for make in (data.loader, pil.loader):
+        with pytest.warns(RuntimeWarning, match=r"labels/00002.png' is 32x64 but its image is 64x128; resized"):
+            batches = list(make(ds, batch_size=1))
+        # nearest x2 upsampling of the halved label: every pixel reads its block's top-left source
+        got = batches[1]["label"][0].numpy()
+        want = truth[str(tmp_path / "g" / "images" / "00002.png")][::2, ::2].repeat(2, 0).repeat(2, 1)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(batches[0]["label"][0].numpy(), truth[ds.image_path(0)])
+    with pytest.warns(RuntimeWarning, match=r"skipped 1 of 3 pairs .*00002.png \(image 64x128, label 32x64\)"):
+        skip = data.from_spec(f"gta5:{tmp_path / 'g'}", label_size_mismatch="skip")
+    assert len(skip) == 2 and skip.skipped == [str(tmp_path / "g" / "images" / "00002.png")]
+    assert [b["label"].shape[-2:] for b in data.loader(skip, batch_size=1)] == [torch.Size([64, 128])] * 2
+    with pytest.raises(ValueError, match="`label_size_mismatch` must be one of"):
+        data.GTA5(tmp_path / "g", label_size_mismatch="crop")

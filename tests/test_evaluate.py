@@ -3,6 +3,8 @@ argmax, batches as dicts or pairs, autocast, training mode restored, errors."""
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -92,11 +94,13 @@ def test_autocast_bfloat16_on_cpu_close_to_float32():
     model = Stride4(5)
     loader = make_loader(5)
     full = evaluate(model, loader, num_classes=5)
-    half = evaluate(model, loader, num_classes=5, autocast=True)
+    with pytest.warns(RuntimeWarning, match="autocast on the CPU .* slower"):
+        half = evaluate(model, loader, num_classes=5, autocast=True)
     # bf16 logits may flip near-ties only
     assert abs(full["pixel_accuracy"] - half["pixel_accuracy"]) < 0.02
     # an explicit dtype is used as given (the driver passes its training dtype)
-    same = evaluate(model, loader, num_classes=5, autocast=torch.bfloat16)
+    with pytest.warns(RuntimeWarning, match="autocast on the CPU"):
+        same = evaluate(model, loader, num_classes=5, autocast=torch.bfloat16)
     assert same["confusion"].tolist() == half["confusion"].tolist()
 
 
@@ -156,3 +160,103 @@ def test_bad_batches():
         evaluate(model, [{"image": torch.zeros(2, 3, 8, 8), "label": torch.zeros(8, 8, dtype=torch.long)}], num_classes=4)
     with pytest.raises(ValueError, match="must yield dicts"):
         evaluate(model, [torch.zeros(2, 3, 8, 8)], num_classes=4)
+
+
+# --------------------------------------------------------------- python -m lse_fast.evaluate
+
+
+class HalfSplit(nn.Module):
+    """Ignores the image: logits [N, 19, 2, 4] from one parameter (stride 2
+    on a 4x8 image), set by the checkpoint to class 0 on the left two
+    columns and class 1 on the right two."""
+
+    output_stride = 2
+    input_normalization = "imagenet"
+
+    def __init__(self, num_classes=19):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(1, num_classes, 2, 4))
+
+    def forward(self, x):
+        return self.logits.expand(x.shape[0], -1, -1, -1) + 0 * x.mean()
+
+
+def half_split(num_classes=19):
+    return HalfSplit(num_classes)
+
+
+def test_cli_scores_native_labels_against_a_hand_computed_confusion(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from lse_fast.evaluate.cli import cli, main
+
+    # two val images of 4x8 with labelTrainIds written by hand
+    rows = {"a": [0, 0, 0, 1, 1, 1, 1, 1], "b": [2, 2, 2, 2, 2, 2, 255, 1]}
+    for stem, row in rows.items():
+        d = tmp_path / "cs" / "leftImg8bit" / "val" / "x"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((4, 8, 3), 128, np.uint8)).save(d / f"x_{stem}_0_leftImg8bit.png")
+        g = tmp_path / "cs" / "gtFine" / "val" / "x"
+        g.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.array([row] * 4, np.uint8), mode="L").save(g / f"x_{stem}_0_gtFine_labelTrainIds.png")
+    model = HalfSplit()
+    with torch.no_grad():
+        model.logits[0, 0, :, :2] = 10.0
+        model.logits[0, 1, :, 2:] = 10.0
+    ckpt = tmp_path / "half.pth"
+    torch.save(model.state_dict(), ckpt)
+    # Upsampled bilinearly 4 -> 8 columns, output columns 0-3 read class 0, 4-7 class 1 (column 3 reads
+    # 0.75 of source column 1 and 0.25 of column 2, column 4 the reverse). By hand, rows = labels:
+    #   image a: label 0 -> pred 0: 3 cols x 4 rows = 12; label 1 -> pred 0: 4; label 1 -> pred 1: 16
+    #   image b: label 2 -> pred 0: 16; label 2 -> pred 1: 8; label 1 -> pred 1: 4; 255 ignored
+    want = np.zeros((19, 19), np.int64)
+    want[0, 0], want[1, 0], want[1, 1], want[2, 0], want[2, 1] = 12, 4, 16 + 4, 16, 8
+    out = main(["--model", "tests.test_evaluate:half_split", "--checkpoint", str(ckpt), "--data",
+                f"cityscapes:{tmp_path / 'cs'}", "--input-size", "native", "--loader", "pil", "--device", "cpu",
+                "--batch-size", "2", "--json", str(tmp_path / "r.json")])
+    assert np.array_equal(np.array(out["confusion"]), want)
+    # IoU 0: 12 / (12 + 32 - 12); IoU 1: 20 / (24 + 28 - 20); IoU 2: 0 / 24; others absent
+    assert out["per_class_iou"]["road"] == pytest.approx(12 / 32)
+    assert out["per_class_iou"]["sidewalk"] == pytest.approx(20 / 32)
+    assert out["per_class_iou"]["building"] == 0.0
+    assert out["miou"] == pytest.approx((12 / 32 + 20 / 32) / 3)
+    assert out["miou16"] == pytest.approx(out["miou"]) and out["miou13"] == pytest.approx(out["miou"])
+    on_disk = json.loads((tmp_path / "r.json").read_text())
+    assert on_disk["per_class_iou"]["wall"] is None and on_disk["confusion"] == want.tolist()
+    text = capsys.readouterr().out
+    assert "road" in text and "miou" in text and "labels at native resolution" in text
+    # flip of an image-independent left/right split mirrors it: the summed softmax ties exactly (a + b
+    # against b + a) and argmax takes the first class
+    flipped = main(["--model", "tests.test_evaluate:half_split", "--checkpoint", str(ckpt), "--data",
+                    f"cityscapes:{tmp_path / 'cs'}", "--input-size", "native", "--loader", "pil", "--flip"])
+    assert np.array(flipped["confusion"])[:, 1].sum() == 0
+    # bad options: exit 2 with one line
+    assert cli(["--model", "fcn8s_vgg16", "--checkpoint", str(tmp_path / "none.pth"), "--data", "cityscapes:/x"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli(["--model", "tests.test_evaluate:half_split", "--checkpoint", str(ckpt), "--data",
+                f"cityscapes:{tmp_path / 'nowhere'}"]) == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def test_multi_scale_and_flip_of_a_pointwise_model_agree_with_one_pass():
+    torch.manual_seed(2)
+    model = nn.Conv2d(3, 5, 1)  # pointwise: flip-equivariant, and the same at every scale up to resampling
+    loader = [{"image": torch.randn(2, 3, 8, 12), "label": torch.randint(0, 5, (2, 8, 12))}]
+    one = evaluate(model, loader, num_classes=5)
+    both = evaluate(model, loader, num_classes=5, flip=True, scales=(1.0, 1.0))
+    assert torch.equal(one["confusion"], both["confusion"])
+    with pytest.raises(ValueError, match="`scales` must be"):
+        evaluate(model, loader, num_classes=5, scales=(0.0,))
+    with pytest.raises(ValueError, match="`input_size` must be"):
+        evaluate(model, loader, num_classes=5, input_size=(8,))
+
+
+def test_sixteen_class_heads_report_miou16_and_13():
+    from lse_fast.evaluate import class_summary
+
+    iou = [0.5] * 16
+    iou[3] = iou[4] = iou[5] = 0.0  # wall, fence, pole: not among the 13
+    miou, m16, m13 = class_summary(iou)
+    assert miou == m16 == pytest.approx(6.5 / 16) and m13 == pytest.approx(0.5)

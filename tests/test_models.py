@@ -401,3 +401,119 @@ def test_small_model_overfits_synthetic_scenes():
     present = [after["iou"][c] for c in (0, 1, 2, 8, 10, 13)]
     assert after["miou"] > 0.7 and min(present) > 0.4, after["per_class"]
     assert after["miou"] > before["miou"] + 0.3
+
+
+# --------------------------------------------------------------- published layouts (checkpoint compatibility)
+
+
+class PublishedClassifierModule(nn.Module):
+    """The DeepLab-v2 head as the AdaptSegNet/ADVENT code writes it: the
+    `return` sits inside the loop, so only the first two branches are summed."""
+
+    def __init__(self, conv2d_list):
+        super().__init__()
+        self.conv2d_list = conv2d_list
+
+    def forward(self, x):
+        out = self.conv2d_list[0](x)
+        for i in range(len(self.conv2d_list) - 1):
+            out += self.conv2d_list[i + 1](x)
+            return out
+
+
+def _tiny_deeplab(**kw):
+    torch.manual_seed(3)
+    return DeepLabV2(5, layers=(1, 1, 1, 1), **kw).eval()
+
+
+def _community_copy(model, drop):
+    """The model's tensors as a community file has them: no lse_fast record, a trained (random) head."""
+    g = torch.Generator().manual_seed(4)
+    state = {k: v.clone() for k, v in model.state_dict().items() if k != drop}
+    for k in state:
+        if k.startswith(("layer5.conv2d_list", "score_")):
+            state[k] = torch.randn(state[k].shape, generator=g) * 0.05
+    return state
+
+
+def test_deeplab_community_checkpoint_gets_the_early_return_aspp():
+    model = _tiny_deeplab()
+    state = _community_copy(model, "layer5.branches")
+    with pytest.warns(RuntimeWarning, match="AdaptSegNet/ADVENT family.*sums the first 2 \\(auto"):
+        assert models.load_checkpoint(model, state, strict=True, verbose=False) == ([], [])
+    x = torch.randn(2, 3, 45, 61)
+    with torch.no_grad():
+        feats = model.layer4(model.layer3(model.layer2(model.layer1(model.maxpool(F.relu(model.bn1(model.conv1(x))))))))
+        want = PublishedClassifierModule(model.layer5.conv2d_list)(feats)
+        assert torch.equal(model(x), want)
+        # the layout is recorded: a save and a plain load_state_dict keep it, without a warning
+        again = _tiny_deeplab()
+        again.load_state_dict(model.state_dict())
+        assert again.layer5.summed == 2 and torch.equal(again(x), want)
+    # asked for all four: the warning says the forward differs from the training one
+    four = _tiny_deeplab(aspp_branches=4)
+    with pytest.warns(RuntimeWarning, match="differs from the one the checkpoint was trained with"):
+        models.load_checkpoint(four, state, verbose=False)
+    with torch.no_grad():
+        assert not torch.allclose(four(x), want, atol=1e-4)
+        assert torch.allclose(four(x), want + four.layer5.conv2d_list[2](feats) + four.layer5.conv2d_list[3](feats),
+                              atol=1e-5)
+    # lse_fast's own checkpoints record 4 and load without a warning
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        fresh = _tiny_deeplab()
+        models.load_checkpoint(fresh, four.state_dict(), strict=True, verbose=False)
+        assert fresh.layer5.summed == 4
+    with pytest.raises(ValueError, match="`aspp_branches` must be None"):
+        DeepLabV2(5, layers=(1, 1, 1, 1), aspp_branches=3)
+
+
+def published_fcn8s_atonce(sd, x):
+    """Forward of caffe's FCN-8s "at-once" as its PyTorch ports write it:
+    padded conv1_1, five ceil-mode poolings, fc6/fc7, skips scaled by 0.01
+    (pool4) and 0.0001 (pool3), crops at 5, 9 and 31."""
+
+    def conv(h, name, padding=0):
+        return F.conv2d(h, sd[f"{name}.weight"], sd[f"{name}.bias"], padding=padding)
+
+    h = x
+    pools = []
+    for stage, n in enumerate((2, 2, 3, 3, 3), start=1):
+        for i in range(1, n + 1):
+            h = F.relu(conv(h, f"conv{stage}_{i}", padding=100 if (stage, i) == (1, 1) else 1))
+        h = F.max_pool2d(h, 2, stride=2, ceil_mode=True)
+        pools.append(h)
+    pool3, pool4 = pools[2], pools[3]
+    h = F.relu(conv(h, "fc6"))
+    h = F.relu(conv(h, "fc7"))
+    h = conv(h, "score_fr")
+    upscore2 = F.conv_transpose2d(h, sd["upscore2.weight"], stride=2)
+    score_pool4 = conv(pool4 * 0.01, "score_pool4")
+    score_pool4c = score_pool4[:, :, 5:5 + upscore2.shape[2], 5:5 + upscore2.shape[3]]
+    upscore_pool4 = F.conv_transpose2d(upscore2 + score_pool4c, sd["upscore_pool4.weight"], stride=2)
+    score_pool3 = conv(pool3 * 0.0001, "score_pool3")
+    score_pool3c = score_pool3[:, :, 9:9 + upscore_pool4.shape[2], 9:9 + upscore_pool4.shape[3]]
+    upscore8 = F.conv_transpose2d(upscore_pool4 + score_pool3c, sd["upscore8.weight"], stride=8)
+    return upscore8[:, :, 31:31 + x.shape[2], 31:31 + x.shape[3]]
+
+
+def test_fcn8s_community_checkpoint_gets_the_atonce_skip_scaling():
+    torch.manual_seed(5)
+    fcn = models.build("fcn8s_vgg16", num_classes=3).eval()
+    state = _community_copy(fcn, "skip_scales")
+    with torch.no_grad():  # pool3 * 1e-4 needs large skip weights to matter, as in the trained files
+        state["score_pool3.weight"] *= 1e4
+        state["score_pool4.weight"] *= 1e2
+    with pytest.warns(RuntimeWarning, match="'at-once' family.*'atonce' \\(0.01, 0.0001\\) \\(auto"):
+        models.load_checkpoint(fcn, state, strict=True, verbose=False)
+    x = torch.randn(1, 3, 37, 45)
+    with torch.no_grad():
+        want = published_fcn8s_atonce(state, x)
+        torch.testing.assert_close(fcn(x), want, rtol=1e-4, atol=1e-4)
+        fcn.set_skip_scales(1.0, 1.0)  # the unscaled forward computes something else
+        assert not torch.allclose(fcn(x), want, rtol=1e-2, atol=1e-2)
+    del fcn, state
+    with pytest.raises(ValueError, match="`skip_scale` must be None"):
+        models.FCN8s(3, skip_scale="half")

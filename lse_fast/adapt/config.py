@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
+
+from lse_fast.selection import portions as portion_schedule
+
+
+class ConfigError(ValueError):
+    """A bad option, option combination, path or file given to the driver:
+    the command line answers it with one line and exit status 2 before
+    anything is written."""
 
 
 def _f(default, help, **kw):
@@ -51,7 +61,28 @@ class AdaptConfig:
         "checkpoint of the source-trained model to start from; without one the model is trained on the "
         "source first (cached under cache_dir, keyed by its configuration)",
     )
-    num_classes: int = _f(19, "number of output classes (Cityscapes train ids)")
+    label_size_mismatch: str = _f(
+        "resize",
+        "a source label whose size differs from its image (a few GTA5 pairs): 'resize' it (nearest) with a "
+        "warning naming the file, 'skip' the pair (headers read at start, one warning listing them) or 'error'",
+        choices=("resize", "skip", "error"),
+    )
+    num_classes: int = _f(
+        19, "output classes: 19 (Cityscapes trainIds) or 16 (a SYNTHIA head: the 16 shared classes, in trainId "
+        "order; labels are relabelled and mIoU16/13 reported)"
+    )
+    aspp_branches: str = _f(
+        "auto",
+        "DeepLab-v2 ASPP branches summed: '4' (all), '2' (the early-return layout the AdaptSegNet/ADVENT-family "
+        "checkpoints were trained with) or 'auto' (2 for such a checkpoint, with a warning; else 4)",
+        choices=("auto", "4", "2"),
+    )
+    skip_scale: str = _f(
+        "auto",
+        "FCN-8s skip scaling: 'none', 'atonce' (pool4 * 0.01, pool3 * 0.0001, caffe FCN-8s at-once as the "
+        "BDL/LSE checkpoints) or 'auto' (atonce for such a checkpoint, with a warning; else none)",
+        choices=("auto", "none", "atonce"),
+    )
     image_size: typing.Tuple[int, int] = _f(
         (256, 512), "target image size HxW: scoring, patches (resized back to it) and evaluation"
     )
@@ -108,8 +139,27 @@ class AdaptConfig:
         "constant", "'constant' or 'poly' (power 0.9 over each round's steps)", choices=("constant", "poly")
     )
     # --- source training (only without --init) ----------------------------
+    backbone: typing.Optional[str] = _f(
+        None,
+        "ImageNet-initialised backbone file for the source stage (torchvision or caffe key layout of ResNet-101 "
+        "for deeplab_v2_resnet101, VGG16 for fcn8s_vgg16); the head starts as initialised. Needed by the paper "
+        "models when no --init is given",
+    )
+    backbone_normalization: str = _f(
+        "auto",
+        "input normalization the --backbone weights expect: 'auto' (torchvision layout -> imagenet, caffe layout "
+        "-> caffe), 'imagenet' or 'caffe'",
+        choices=("auto", "imagenet", "caffe"),
+    )
     pretrain_iters: int = _f(600, "source-only training steps when no --init is given")
-    pretrain_lr: float = _f(2e-3, "Adam learning rate of the source-only training")
+    pretrain_optimizer: str = _f(
+        "adam", "optimiser of the source-only training: 'adam' or 'sgd' (the paper presets: the peers' SGD recipe)",
+        choices=("adam", "sgd"),
+    )
+    pretrain_lr: float = _f(2e-3, "learning rate of the source-only training (poly 0.9 decay over pretrain_iters)")
+    pretrain_momentum: float = _f(0.9, "source-only training: SGD momentum / Adam beta1")
+    pretrain_weight_decay: float = _f(0.0, "source-only training: weight decay")
+    pretrain_head_lr_mult: float = _f(1.0, "source-only training: learning-rate factor of the classifier head")
     pretrain_batch_size: int = _f(8, "batch size of the source-only training")
     pretrain_color_aug: bool = _f(
         True,
@@ -132,7 +182,32 @@ class AdaptConfig:
     device: str = _f("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'")
     amp: bool = _f(False, "bfloat16 autocast for forward passes on CUDA")
     score_batch_size: int = _f(8, "images per batch when scoring and evaluating")
-    num_threads: int = _f(2, "DALI worker threads")
+    probs_ram_budget: float = _f(
+        2.0,
+        "GiB of host RAM for the probability maps of candidate images kept while scoring (FCN-8s maps are at "
+        "full resolution: 40 MB per 512x1024 image); beyond it no map is kept and the selected images' maps are "
+        "recomputed when making patches, by a frozen copy of the round's starting model (0: always recompute)",
+    )
+    eval_size: str = _f(
+        "native",
+        "evaluation protocol: 'native' (the published one: labels at their native resolution, images fed at "
+        "image_size, logits upsampled bilinearly to the labels; a val batch needs images of one size) or 'train' "
+        "(labels resized to image_size: a shortcut, identical for the built-in data)",
+        choices=("native", "train"),
+    )
+    loader: str = _f(
+        "dali",
+        "image loader: 'dali' (NVIDIA DALI; when it is not installed the run falls back to 'pil' with one "
+        "warning) or 'pil' (PIL/NumPy on the CPU, slower, no DALI needed)",
+        choices=("dali", "pil"),
+    )
+    loader_device: str = _f(
+        "auto",
+        "where the loader decodes and resizes: 'auto' (the model's device) or 'cpu' (e.g. DALI on the CPU "
+        "while the model runs on the GPU; batches are copied to the model's device)",
+        choices=("auto", "cpu"),
+    )
+    num_threads: int = _f(2, "loader worker threads")
     seed: int = _f(0, "random seed (CPU runs are deterministic)")
     run_dir: typing.Optional[str] = _f(None, "run directory (default runs/<timestamp> in the current directory)")
     cache_dir: typing.Optional[str] = _f(
@@ -142,12 +217,24 @@ class AdaptConfig:
         "all", "'all' round checkpoints or only the 'last'", choices=("all", "last")
     )
     plots: bool = _f(True, "write PNG plots into the run directory")
+    export: bool = _f(
+        False,
+        "write Cityscapes-format PNGs (<stem>_trainIds.png and <stem>_color.png) of each round's pseudo-labels "
+        "(export/round_<r>/pseudo_labels) and of the final predictions on the val split (export/predictions)",
+    )
+    tensorboard: bool = _f(
+        False, "log scalars and sample images to TensorBoard under <run_dir>/tensorboard (needs the tensorboard "
+        "package)"
+    )
     progress: bool = _f(True, "progress bars")
 
     # ---------------------------------------------------------------------
     def validate(self) -> "AdaptConfig":
+        """Checks every field and every combination of fields; touches no
+        file (paths are only tested for existence). Raises ConfigError."""
+
         def bad(name, what):
-            raise ValueError(f"lse_fast.adapt: `{name}` must be {what}, got {getattr(self, name)!r}")
+            raise ConfigError(f"lse_fast.adapt: `{name}` must be {what}, got {getattr(self, name)!r}")
 
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
@@ -157,6 +244,8 @@ class AdaptConfig:
             v = getattr(self, name)
             if len(v) != 2 or min(v) < 2:
                 bad(name, "two sizes H, W of at least 2")
+        if self.num_classes not in (19, 16):
+            bad("num_classes", "19 (Cityscapes trainIds) or 16 (SYNTHIA's 16 classes)")
         for name in ("num_classes", "patches_per_image", "batch_size", "score_batch_size", "num_threads"):
             if getattr(self, name) < 1:
                 bad(name, "a positive integer")
@@ -193,21 +282,71 @@ class AdaptConfig:
                 kind, _, path = v.partition(":")
                 if kind not in ("gta5", "synthia", "cityscapes", "folder"):
                     bad(name, "'synthetic' or KIND:PATH with KIND one of gta5, synthia, cityscapes, folder")
+                if not path:
+                    bad(name, "KIND:PATH with a non-empty PATH")
                 if not Path(path).exists():
-                    raise ValueError(f"lse_fast.adapt: `{name}` path {path!r} does not exist")
+                    raise ConfigError(f"lse_fast.adapt: `{name}` path {path!r} does not exist")
         if self.init is not None and not Path(self.init).is_file():
-            raise ValueError(f"lse_fast.adapt: `init` checkpoint {self.init!r} does not exist")
+            raise ConfigError(f"lse_fast.adapt: `init` checkpoint {self.init!r} does not exist")
+        if self.backbone is not None and not Path(self.backbone).is_file():
+            raise ConfigError(f"lse_fast.adapt: `backbone` file {self.backbone!r} does not exist")
+        if self.backbone is not None and self.init is not None:
+            raise ConfigError("lse_fast.adapt: give --init (a source-trained model: no source stage) or --backbone "
+                              "(ImageNet weights: the source stage trains the model first), not both")
+        if self.probs_ram_budget < 0:
+            bad("probs_ram_budget", ">= 0 (GiB)")
+        if self.pretrain_head_lr_mult <= 0:
+            bad("pretrain_head_lr_mult", "positive")
         if (self.source == "synthetic") != (self.target == "synthetic"):
-            raise ValueError(
+            raise ConfigError(
                 "lse_fast.adapt: `source` and `target` must both be 'synthetic' or both be KIND:PATH, "
                 f"got source={self.source!r}, target={self.target!r}"
+            )
+        # --- combinations and the machine -----------------------------------
+        if self.verify and self.ops != "fused":
+            raise ConfigError(
+                "lse_fast.adapt: --verify compares the fused ops with the reference; use it with --ops fused, "
+                f"got --ops {self.ops}"
+            )
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"lse_fast.adapt: `device` is {self.device!r} but torch sees no CUDA device "
+                              "(use --device cpu or auto)")
+        if self.device.startswith("cuda:") and torch.cuda.is_available():
+            try:
+                index = int(self.device.split(":", 1)[1])
+            except ValueError:
+                index = -1
+            if not 0 <= index < torch.cuda.device_count():
+                bad("device", f"cuda:N with N in [0, {torch.cuda.device_count()})")
+        if self.cache_dir is not None and Path(self.cache_dir).exists() and not Path(self.cache_dir).is_dir():
+            raise ConfigError(f"lse_fast.adapt: `cache_dir` {self.cache_dir!r} exists and is not a directory")
+        if self.run_dir is not None and Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
+            raise ConfigError(f"lse_fast.adapt: `run_dir` {self.run_dir!r} exists and is not a directory")
+        return self
+
+    def check_runnable(self) -> "AdaptConfig":
+        """What a run needs beyond valid values (checked before anything is
+        written; a preset alone is valid but may not be runnable): the paper
+        models run on real data and start from --init or --backbone, never
+        from random weights or the synthetic benchmark."""
+        if self.model in PAPER_MODELS and self.source == "synthetic":
+            raise ConfigError(
+                f"lse_fast.adapt: {self.model} is a paper model for real data; give --source gta5:PATH (or "
+                "synthia:PATH) and --target cityscapes:PATH (README, 'Reproducing the paper's tables'). The "
+                "built-in synthetic benchmark is sized for small_deeplab on a CPU"
+            )
+        if self.model in PAPER_MODELS and self.init is None and self.backbone is None:
+            raise ConfigError(
+                f"lse_fast.adapt: {self.model} needs a starting point: --init FILE (a source-trained checkpoint, "
+                "e.g. the authors' or AdaptSegNet's GTA5 model) or --backbone FILE (ImageNet weights: "
+                + ("torchvision resnet101 or the caffe-converted DeepLab ResNet-101" if "deeplab" in self.model
+                   else "torchvision vgg16 or the caffe VGG16")
+                + ") to train on the source first; it never trains from random weights"
             )
         return self
 
     def portions(self) -> list:
-        from lse_fast.selection import portions
-
-        ps = portions(self.portion_start, self.portion_step, self.portion_stop)
+        ps = portion_schedule(self.portion_start, self.portion_step, self.portion_stop)
         if self.rounds is None:
             return ps
         return [min(1.0, round(self.portion_start + i * self.portion_step, 6)) for i in range(self.rounds)]
@@ -226,13 +365,22 @@ class AdaptConfig:
         return Path(home) if home else Path.home() / ".cache" / "lse_fast"
 
 
+PAPER_MODELS = ("deeplab_v2_resnet101", "fcn8s_vgg16")
+
+# The source stage of the paper presets: AdaptSegNet's train_gta2cityscapes_multi.py (SGD, lr 2.5e-4,
+# momentum 0.9, weight decay 5e-4, poly power 0.9, 10x lr on the classifier, batch 1, stopped at 150k steps).
+PAPER_SOURCE_RECIPE = dict(
+    pretrain_optimizer="sgd", pretrain_lr=2.5e-4, pretrain_momentum=0.9, pretrain_weight_decay=5e-4,
+    pretrain_head_lr_mult=10.0, pretrain_iters=150_000, pretrain_batch_size=1, pretrain_color_aug=False,
+)
+
 PRESETS = {
     "synthetic": {},
     "paper-gta5-deeplab": dict(
         model="deeplab_v2_resnet101", image_size=(512, 1024), source_size=(512, 1024), num_classes=19,
         optimizer="adam", lr=1e-6, momentum=0.9, weight_decay=0.0, batch_size=1, source_batch_size=1,
         epochs=2.0, gamma=3.0, beta=0.1, patches_per_image=4, patch_scale=0.5,
-        portion_start=0.1, portion_step=0.05, portion_stop=0.4, score_batch_size=4,
+        portion_start=0.1, portion_step=0.05, portion_stop=0.4, score_batch_size=4, **PAPER_SOURCE_RECIPE,
     ),
 }
 PRESETS["paper-gta5-fcn8s"] = dict(PRESETS["paper-gta5-deeplab"], model="fcn8s_vgg16")
@@ -243,7 +391,9 @@ PRESET_HELP = (
     "synthetic: the defaults (built-in benchmark on a CPU); paper-gta5-deeplab / paper-synthia-deeplab: "
     "DeepLab-v2 ResNet-101 with the paper's hyperparameters (512x1024, Adam lr 1e-6 beta1 0.9, k=4 patches "
     "of half size, gamma 3, beta 0.1, p 0.10..0.40 in 0.05 steps, batch 1, 2 epochs per round); "
-    "paper-gta5-fcn8s / paper-synthia-fcn8s: the same with FCN-8s VGG16. Give --source, --target and --init."
+    "paper-gta5-fcn8s / paper-synthia-fcn8s: the same with FCN-8s VGG16. Give --source, --target and --init "
+    "(a source-trained model) or --backbone (ImageNet weights; the source stage then uses SGD lr 2.5e-4, "
+    "momentum 0.9, weight decay 5e-4, poly 0.9, 10x on the head, batch 1, 150k steps)."
 )
 
 
@@ -288,12 +438,12 @@ def coerce(name: str, value, source: str = "config"):
     """Converts a YAML/dict value to the field's type, with a clear error."""
     fields = {f.name: f for f in dataclasses.fields(AdaptConfig)}
     if name not in fields:
-        raise ValueError(f"lse_fast.adapt: unknown option {name!r} in {source}; known: {', '.join(sorted(fields))}")
+        raise ConfigError(f"lse_fast.adapt: unknown option {name!r} in {source}{_closest(name, fields)}")
     t, origin, optional = _field_type(fields[name])
     if value is None:
         if optional:
             return None
-        raise ValueError(f"lse_fast.adapt: `{name}` in {source} must not be null")
+        raise ConfigError(f"lse_fast.adapt: `{name}` in {source} must not be null")
     try:
         if origin is tuple:
             if isinstance(value, str):
@@ -318,7 +468,7 @@ def coerce(name: str, value, source: str = "config"):
             return float(value)
         return str(value)
     except (ValueError, TypeError, argparse.ArgumentTypeError):
-        raise ValueError(
+        raise ConfigError(
             f"lse_fast.adapt: `{name}` in {source} must be {getattr(t, '__name__', t)}, got {value!r}"
         ) from None
 
@@ -326,18 +476,40 @@ def coerce(name: str, value, source: str = "config"):
 def load_yaml(path) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"lse_fast.adapt: config file {str(p)!r} does not exist")
+        raise ConfigError(f"lse_fast.adapt: config file {str(p)!r} does not exist")
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"lse_fast.adapt: config file {str(p)!r} is not valid YAML: {e}") from None
+        raise ConfigError(f"lse_fast.adapt: config file {str(p)!r} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"lse_fast.adapt: config file {str(p)!r} must hold a mapping of options")
+        raise ConfigError(f"lse_fast.adapt: config file {str(p)!r} must hold a mapping of options")
     return {k.replace("-", "_"): coerce(k.replace("-", "_"), v, f"config file {str(p)!r}") for k, v in data.items()}
 
 
+def _closest(name, known):
+    """'; did you mean X?' for the closest known name, else the empty string."""
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with short errors: one line naming the bad option (and the
+    closest valid one for a typo) and a pointer to --help, not the usage."""
+
+    def error(self, message):
+        known = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        if message.startswith("unrecognized arguments:"):
+            unknown = [t.split("=", 1)[0] for t in message.split(":", 1)[1].split() if t.startswith("-")]
+            hints = []
+            for flag in unknown or [message.split(":", 1)[1].strip()]:
+                match = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+                hints.append(f"unknown option {flag}" + (f"; did you mean {match[0]}?" if match else ""))
+            message = "; ".join(hints)
+        self.exit(2, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m lse_fast.adapt",
         description=(
             "LSE self-training (Learning from Scale-Invariant Examples, ECCV 2020) with lse_fast's fused ops. "
@@ -378,7 +550,7 @@ def _show(v):
     return v
 
 
-def make_config(args: argparse.Namespace, base: dict | None = None) -> AdaptConfig:
+def make_config(args: argparse.Namespace, base: typing.Optional[dict] = None) -> AdaptConfig:
     """Config from parsed arguments: defaults < base (a resumed run's
     config) < preset < config file < options."""
     values = {k: coerce(k, v, "the run's config.yaml") for k, v in (base or {}).items()}

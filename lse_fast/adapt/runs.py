@@ -16,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy
 import torch
 import yaml
 
-from lse_fast.adapt.config import AdaptConfig, from_dict
+import lse_fast
+from lse_fast.adapt.config import AdaptConfig, ConfigError, from_dict
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
@@ -47,10 +49,16 @@ def _clean(obj):
     return obj
 
 
+def _dali_version():
+    try:
+        import nvidia.dali as dali  # optional: recorded when installed
+    except Exception:  # noqa: BLE001  (DALI missing or broken: recorded as such)
+        return None
+    return dali.__version__
+
+
 def provenance(seed: int) -> dict:
     """Seed, versions and git revision recorded with every run."""
-    import lse_fast
-
     info = {
         "seed": seed,
         "python": platform.python_version(),
@@ -61,18 +69,8 @@ def provenance(seed: int) -> dict:
         "command": " ".join(sys.argv),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    try:
-        import nvidia.dali as dali
-
-        info["dali"] = dali.__version__
-    except Exception:  # noqa: BLE001  (DALI missing or broken: recorded as such)
-        info["dali"] = None
-    try:
-        import numpy
-
-        info["numpy"] = numpy.__version__
-    except ImportError:
-        pass
+    info["dali"] = _dali_version()
+    info["numpy"] = numpy.__version__
     info["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     repo = Path(lse_fast.__file__).resolve().parent.parent
     try:
@@ -101,15 +99,33 @@ class Run:
         (self.path / "plots").mkdir(exist_ok=True)
 
     # -- creation / resume ------------------------------------------------
+    @staticmethod
+    def check_new(config: AdaptConfig) -> None:
+        """ConfigError when --run-dir already holds a run (checked before
+        anything is written)."""
+        if config.run_dir and (Path(config.run_dir) / METRICS).exists():
+            path = Path(config.run_dir)
+            raise ConfigError(
+                f"lse_fast.adapt: run directory {str(path)!r} already holds a run; "
+                f"continue it with --resume {path} or choose another --run-dir"
+            )
+
+    @staticmethod
+    def read_metrics(path) -> dict:
+        """metrics.json of an existing run directory (read only)."""
+        mfile = Path(path) / METRICS
+        if not mfile.is_file():
+            raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: no {METRICS} there (not a run directory)")
+        try:
+            return json.loads(mfile.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: {METRICS} is not valid JSON ({e})") from None
+
     @classmethod
     def create(cls, config: AdaptConfig) -> "Run":
+        cls.check_new(config)
         if config.run_dir:
             path = Path(config.run_dir)
-            if (path / METRICS).exists():
-                raise ValueError(
-                    f"lse_fast.adapt: run directory {str(path)!r} already holds a run; "
-                    f"continue it with --resume {path} or choose another --run-dir"
-                )
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             path = Path("runs") / stamp
@@ -129,7 +145,7 @@ class Run:
         path = Path(path)
         cfg = path / CONFIG
         if not cfg.is_file():
-            raise ValueError(f"lse_fast.adapt: --resume {str(path)!r}: no {CONFIG} there (not a run directory)")
+            raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: no {CONFIG} there (not a run directory)")
         data = yaml.safe_load(cfg.read_text()) or {}
         data.pop("run_dir", None)
         return data
@@ -137,18 +153,18 @@ class Run:
     @classmethod
     def resume(cls, path, config: AdaptConfig) -> "Run":
         path = Path(path)
-        mfile = path / METRICS
-        if not mfile.is_file():
-            raise ValueError(f"lse_fast.adapt: --resume {str(path)!r}: no {METRICS} there (not a run directory)")
-        metrics = json.loads(mfile.read_text())
-        config.run_dir = str(path)
-        run = cls(path, config, metrics)
-        done = run.finished_rounds()
-        if done and run.checkpoint_path(done) is None:
-            raise ValueError(
+        metrics = cls.read_metrics(path)
+        done = len(metrics.get("rounds", []))
+        if done and not (path / "checkpoints" / f"round_{done}.pt").is_file():
+            raise ConfigError(
                 f"lse_fast.adapt: --resume {str(path)!r}: round {done} is finished but its checkpoint "
                 f"{str(path / 'checkpoints' / f'round_{done}.pt')!r} is missing"
             )
+        if done and metrics.get("source_only") is None:
+            raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: metrics.json lists {done} rounds "
+                              "but no source-only result; the run directory is inconsistent")
+        config.run_dir = str(path)
+        run = cls(path, config, metrics)
         run.metrics.setdefault("resumed", []).append({"after_round": done, "provenance": provenance(config.seed)})
         run.save_config()
         run.save_metrics()

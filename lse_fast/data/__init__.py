@@ -17,11 +17,14 @@ from lse_fast.data.datasets import (
     IGNORE_INDEX,
     NUM_CLASSES,
     SYNTHIA,
+    SYNTHIA16_TRAIN_IDS,
+    TRAIN_ID_COLORS,
     SYNTHIA_ID_TO_TRAINID,
     Cityscapes,
     ImageFolderPairs,
     SegmentationDataset,
     from_spec,
+    to_synthia16,
 )
 
 
@@ -58,6 +61,6 @@ def denormalize(image, normalization="imagenet"):
 
 __all__ = [
     "CAFFE_MEAN_BGR", "CITYSCAPES_ID_TO_TRAINID", "CLASS_NAMES", "GTA5", "IGNORE_INDEX", "IMAGENET_MEAN",
-    "IMAGENET_STD", "NUM_CLASSES", "SYNTHIA", "SYNTHIA_ID_TO_TRAINID", "Cityscapes", "ImageFolderPairs",
-    "SegmentationDataset", "denormalize", "from_spec", "loader",
+    "IMAGENET_STD", "NUM_CLASSES", "SYNTHIA", "SYNTHIA16_TRAIN_IDS", "SYNTHIA_ID_TO_TRAINID", "TRAIN_ID_COLORS", "Cityscapes", "ImageFolderPairs",
+    "SegmentationDataset", "denormalize", "from_spec", "loader", "to_synthia16",
 ]

@@ -6,6 +6,7 @@ the tests demand identical pixels and labels from both loaders."""
 from __future__ import annotations
 
 import math
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -97,8 +98,10 @@ def read_label(dataset, i):
 
 
 def read_sample(dataset, i, need_bytes):
-    """(encoded image bytes or None, (H, W), label uint8 [H, W] or None), with
-    a clear error for a label of another size than its image."""
+    """(encoded image bytes or None, (H, W), label uint8 [H, W] or None). A
+    label of another size than its image is an error naming both files, or
+    nearest-resized to the image with a warning naming the label when the
+    dataset's ``label_size_mismatch`` is "resize"."""
     path = dataset.image_path(i)
     hw = _image_size(path)
     data = None
@@ -108,7 +111,12 @@ def read_sample(dataset, i, need_bytes):
     label = None
     if dataset.has_labels:
         label = read_label(dataset, i)
-        if label.shape != hw:
+        if label.shape != hw and getattr(dataset, "label_size_mismatch", "error") == "resize":
+            warnings.warn(f"lse_fast.data: label {dataset.label_path(i)!r} is {label.shape[0]}x{label.shape[1]} "
+                          f"but its image is {hw[0]}x{hw[1]}; resized (nearest) to the image",
+                          RuntimeWarning, stacklevel=2)
+            label = resize_nearest(label, hw)
+        elif label.shape != hw:
             raise RuntimeError(
                 f"lse_fast.data: label {dataset.label_path(i)!r} is {label.shape[0]}x{label.shape[1]} "
                 f"but its image {path!r} is {hw[0]}x{hw[1]}")

@@ -39,6 +39,15 @@ def import_dali():
     return fn, pipeline_def, types, feed_ndarray
 
 
+def dali_available() -> bool:
+    """Whether NVIDIA DALI imports here (callers fall back to the PIL loader)."""
+    try:
+        import_dali()
+    except RuntimeError:
+        return False
+    return True
+
+
 class DaliLoader(LoaderBase):
     who = "lse_fast.data.loader"
 

@@ -10,9 +10,11 @@ as the public splits use) selects a subset, still sorted.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 IGNORE_INDEX = 255
 NUM_CLASSES = 19
@@ -34,6 +36,14 @@ SYNTHIA_ID_TO_TRAINID = {
     8: 13, 19: 15, 12: 17, 11: 18,
 }
 
+TRAIN_ID_COLORS = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+"""Cityscapes' colour of each trainId (its labels definition); 255 (ignore) is black."""
+
+LABEL_SIZE_MISMATCH = ("error", "resize", "skip")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
@@ -76,6 +86,7 @@ class SegmentationDataset:
     class_names = CLASS_NAMES
     label_channel = 0
     multichannel_labels = False  # True: labels may have several channels (SYNTHIA), class in `label_channel`
+    label_size_mismatch = "error"  # see ImageFolderPairs
 
     def __init__(self, root, images, labels, *, label_mapping, classes):
         self.root = Path(root)
@@ -171,13 +182,22 @@ class ImageFolderPairs(SegmentationDataset):
     "train" (already trainIds 0..18 / 255), or "synthia" (SYNTHIA raw ids).
     require_labels: if False and the label directory is missing, the dataset
     has no labels (a target set); if True a missing label directory is an error.
+    label_size_mismatch: a label whose size differs from its image (a few
+    GTA5 pairs): "error" (when the pair is loaded), "resize" (nearest-resized
+    to the image when loaded, with a warning naming the file) or "skip"
+    (every pair's header is read here and such pairs are left out, with one
+    warning listing them; ``skipped`` holds their image paths).
     """
 
     name = "folder"
 
     def __init__(self, root, *, images="images", labels="labels", label_ids="cityscapes",
-                 list_file=None, require_labels=False, label_suffix=".png", name=None):
+                 list_file=None, require_labels=False, label_suffix=".png", name=None,
+                 label_size_mismatch="error"):
         who = f"lse_fast.data.{type(self).__name__}"
+        if label_size_mismatch not in LABEL_SIZE_MISMATCH:
+            raise ValueError(f"{who}: `label_size_mismatch` must be one of {LABEL_SIZE_MISMATCH}, "
+                             f"got {label_size_mismatch!r}")
         root = _check_root(root, who)
         mappings = {"cityscapes": CITYSCAPES_ID_TO_TRAINID, "train": None, "synthia": SYNTHIA_ID_TO_TRAINID}
         if label_ids not in mappings:
@@ -209,7 +229,42 @@ class ImageFolderPairs(SegmentationDataset):
         if name is not None:
             self.name = name
         self.multichannel_labels = label_ids == "synthia"
-        super().__init__(root, [image_dir / r for r in rel], label_paths, label_mapping=mapping, classes=classes)
+        images_ = [image_dir / r for r in rel]
+        self.label_size_mismatch = label_size_mismatch
+        self.skipped = []
+        if label_size_mismatch == "skip" and label_paths is not None:
+            images_, label_paths, self.skipped = _drop_mismatched(images_, label_paths, who)
+            if not images_:
+                raise FileNotFoundError(f"{who}: every label under {str(label_dir)!r} differs in size from its image")
+        super().__init__(root, images_, label_paths, label_mapping=mapping, classes=classes)
+
+
+def _header_size(path, who):
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception as e:  # PIL raises several types; name the file
+        raise RuntimeError(f"{who}: cannot read the header of {str(path)!r}: {e}") from None
+    return h, w
+
+
+def _drop_mismatched(images, labels, who):
+    """Pairs whose image and label sizes agree (headers only), and the
+    skipped ones with one warning naming them."""
+    keep_i, keep_l, skipped = [], [], []
+    for ip, lp in zip(images, labels):
+        ihw, lhw = _header_size(ip, who), _header_size(lp, who)
+        if ihw == lhw:
+            keep_i.append(ip)
+            keep_l.append(lp)
+        else:
+            skipped.append((str(ip), ihw, lhw))
+    if skipped:
+        shown = ", ".join(f"{Path(p).name} (image {a[0]}x{a[1]}, label {b[0]}x{b[1]})" for p, a, b in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        warnings.warn(f"{who}: skipped {len(skipped)} of {len(images)} pairs whose label size differs from the "
+                      f"image: {shown}{more}", RuntimeWarning, stacklevel=3)
+    return keep_i, keep_l, [p for p, _, _ in skipped]
 
 
 class GTA5(ImageFolderPairs):
@@ -218,9 +273,9 @@ class GTA5(ImageFolderPairs):
 
     name = "gta5"
 
-    def __init__(self, root, *, list_file=None):
+    def __init__(self, root, *, list_file=None, label_size_mismatch="error"):
         super().__init__(root, images="images", labels="labels", label_ids="cityscapes",
-                         list_file=list_file, require_labels=True)
+                         list_file=list_file, require_labels=True, label_size_mismatch=label_size_mismatch)
 
 
 class SYNTHIA(ImageFolderPairs):
@@ -230,9 +285,9 @@ class SYNTHIA(ImageFolderPairs):
 
     name = "synthia"
 
-    def __init__(self, root, *, list_file=None):
+    def __init__(self, root, *, list_file=None, label_size_mismatch="error"):
         super().__init__(root, images="RGB", labels=os.path.join("GT", "LABELS"), label_ids="synthia",
-                         list_file=list_file, require_labels=True)
+                         list_file=list_file, require_labels=True, label_size_mismatch=label_size_mismatch)
 
 
 class Cityscapes(SegmentationDataset):
@@ -288,6 +343,26 @@ class Cityscapes(SegmentationDataset):
         self.label_type = None if labels is None else label_type
         super().__init__(root, [image_dir / r for r in rel], labels, label_mapping=mapping,
                          classes=range(NUM_CLASSES))
+
+
+SYNTHIA16_TRAIN_IDS = tuple(c for c in range(NUM_CLASSES) if c not in (9, 14, 16))
+"""Cityscapes trainIds of the 16 classes SYNTHIA shares (no terrain, truck,
+train); index i of a 16-class head is trainId SYNTHIA16_TRAIN_IDS[i]."""
+
+
+def to_synthia16(dataset):
+    """Relabels `dataset` in place to the 16-class space of 16-class SYNTHIA
+    heads: label i is trainId ``SYNTHIA16_TRAIN_IDS[i]``; terrain, truck and
+    train become 255 (ignored). Returns the dataset."""
+    if getattr(dataset, "num_classes", NUM_CLASSES) == 16:
+        return dataset
+    remap = np.full(256, IGNORE_INDEX, np.uint8)
+    remap[list(SYNTHIA16_TRAIN_IDS)] = np.arange(16, dtype=np.uint8)
+    dataset.label_lut = remap[dataset.label_lut]
+    dataset.classes = sorted(int(remap[c]) for c in dataset.classes if remap[c] != IGNORE_INDEX)
+    dataset.class_names = tuple(CLASS_NAMES[t] for t in SYNTHIA16_TRAIN_IDS)
+    dataset.num_classes = 16
+    return dataset
 
 
 def from_spec(spec, split="train", **kwargs):

@@ -112,6 +112,12 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
 _PREFIXES = ("module.", "Scale.", "model.")
 
 
+def read_state_dict(source):
+    """The tensors of a checkpoint file (or dict), unwrapped from
+    ``{"state_dict": ...}`` and similar: ``(state, description)``."""
+    return _read_state_dict(source)
+
+
 def _read_state_dict(source):
     where = "the given state dict"
     if isinstance(source, (str, os.PathLike)):
@@ -187,13 +193,18 @@ def load_checkpoint(model, path_or_state_dict, *, strict=False, verbose=True):
     (DataParallel) or ``Scale.`` (the converted caffe DeepLab weights), and
     model-specific layouts through ``model.convert_state_dict(state) ->
     (state, notes)`` (DeepLab-v2: AdaptSegNet/ADVENT single- and multi-level
-    heads; FCN-8s: torchvision VGG16 ImageNet weights).
+    heads, and the early-return ASPP layout those were trained with; FCN-8s:
+    torchvision VGG16 ImageNet weights, and the skip scaling of the caffe
+    "at-once" checkpoints). A detected checkpoint family is reported with a
+    ``RuntimeWarning`` saying which forward the model computes.
 
     Tensors whose shape differs from the model's (e.g. a 16-class head into
     a 19-class model) are not loaded. Returns ``(missing, unexpected)``: model
     keys left as initialised (shape mismatches included) and checkpoint keys
     not used. ``num_batches_tracked`` buffers, absent from old checkpoints,
-    are never reported missing. With ``strict=True`` any missing, unexpected
+    are never reported missing, nor the layout records a model lists in
+    ``record_buffers`` (DeepLabV2's ``layer5.branches``, FCN8s's
+    ``skip_scales``). With ``strict=True`` any missing, unexpected
     or mismatched key raises and the model is left unchanged; a checkpoint
     sharing no key with the model always raises. ``verbose`` prints a summary
     to stderr.
@@ -220,7 +231,8 @@ def load_checkpoint(model, path_or_state_dict, *, strict=False, verbose=True):
             f"checkpoint keys look like [{_short(sorted(state), 5)}], the model's like [{_short(list(target), 5)}]"
             + (f"; shape mismatches: {_short(mismatched, 5)}" if mismatched else "")
         )
-    missing = [k for k in target if k not in loadable and not k.endswith("num_batches_tracked")]
+    records = set(getattr(model, "record_buffers", ()))  # layout records: absent from community files
+    missing = [k for k in target if k not in loadable and not k.endswith("num_batches_tracked") and k not in records]
     unexpected = [k for k in state if k not in target]
     if strict and (missing or unexpected or mismatched):
         raise RuntimeError(
@@ -231,6 +243,9 @@ def load_checkpoint(model, path_or_state_dict, *, strict=False, verbose=True):
     with torch.no_grad():
         for k, v in loadable.items():
             target[k].copy_(v)
+    loaded = getattr(model, "checkpoint_loaded", None)
+    if callable(loaded):  # models whose forward depends on a loaded record (DeepLabV2's ASPP layout)
+        loaded()
     if verbose:
         lines = [f"lse_fast.models.load_checkpoint: loaded {len(loadable)} of {len(target)} tensors from {where}"]
         lines += [f"  note: {n}" for n in notes]
@@ -259,6 +274,7 @@ __all__ = [
     "deeplab_v2_resnet101",
     "fcn8s_vgg16",
     "load_checkpoint",
+    "read_state_dict",
     "register",
     "small_deeplab",
 ]

@@ -6,16 +6,24 @@ them): ``conv1``, ``bn1``, ``layer1``..``layer4`` of caffe-style bottlenecks
 ``layer5.conv2d_list.{0..3}``: four 3x3 convolutions 2048 -> C with bias and
 dilations 6, 12, 18, 24 whose outputs are summed.
 
-The summation covers all four branches. A ``return`` inside the summation loop
-of the head that many projects copied keeps only the first two; this
-implementation does not reproduce that bug (``tests/test_models.py`` checks
-it).
+The summation covers all four branches by default. A ``return`` inside the
+summation loop of the head that many projects copied keeps only the first
+two, and the checkpoints of that family (AdaptSegNet, ADVENT, BDL, LSE, ...)
+were trained that way: their branches 3 and 4 are untrained. ``aspp_branches``
+chooses the layout: 4 (all summed), 2 (the early-return layout) or None
+(auto: 4 for a new model and for lse_fast's own checkpoints, which record
+the layout in the buffer ``layer5.branches``; 2, with a warning, when a
+checkpoint with a DeepLab-v2 head but without that record is loaded, i.e. a
+community checkpoint).
 
 BatchNorm is frozen as in those projects: its affine parameters never
 require a gradient and its layers stay in eval mode (running statistics) even
 after ``model.train()``; pass ``freeze_bn=False`` to train them.
 """
 
+import warnings
+
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -28,11 +36,19 @@ _AUX_NOTE = (
 )
 
 
+_FAMILY_NOTE = (
+    "DeepLab-v2 checkpoint of the AdaptSegNet/ADVENT family (a trained head without lse_fast's `layer5.branches` "
+    "record): those were trained with the early-return ASPP that sums only the first two branches"
+)
+
+
 class ASPPSum(nn.Module):
     """DeepLab-v2 ASPP classifier: parallel 3x3 convolutions with the given
-    dilations (padding = dilation), outputs summed over *all* branches."""
+    dilations (padding = dilation), the outputs of the first ``branches``
+    summed (all of them unless the early-return layout is chosen). The count
+    is kept in the buffer ``branches`` so checkpoints record it."""
 
-    def __init__(self, in_channels, num_classes, dilations=(6, 12, 18, 24)):
+    def __init__(self, in_channels, num_classes, dilations=(6, 12, 18, 24), branches=None):
         super().__init__()
         self.conv2d_list = nn.ModuleList(
             nn.Conv2d(in_channels, num_classes, kernel_size=3, padding=d, dilation=d, bias=True) for d in dilations
@@ -40,10 +56,38 @@ class ASPPSum(nn.Module):
         for conv in self.conv2d_list:
             nn.init.normal_(conv.weight, 0.0, 0.01)
             nn.init.zeros_(conv.bias)
+        self.register_buffer("branches", torch.tensor(len(dilations)), persistent=True)
+        self._summed = len(dilations)
+        if branches is not None:
+            self.set_branches(branches)
+
+    def set_branches(self, n):
+        n = int(n)
+        if not 1 <= n <= len(self.conv2d_list):
+            raise ValueError(f"lse_fast.models.DeepLabV2: `aspp_branches` must be in [1, {len(self.conv2d_list)}] "
+                             f"(4: all summed, 2: the early-return layout), got {n}")
+        self._summed = n
+        with torch.no_grad():
+            self.branches.fill_(n)
+
+    @property
+    def summed(self) -> int:
+        return self._summed
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + "branches"
+        had = key in state_dict
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if had:
+            self.set_branches(int(state_dict[key]))
+        elif key in missing_keys:  # a checkpoint older than the record: the layout stays as built
+            missing_keys.remove(key)
 
     def forward(self, x):
         out = self.conv2d_list[0](x)
-        for conv in self.conv2d_list[1:]:
+        for conv in self.conv2d_list[1:self._summed]:
             out = out + conv(x)
         return out
 
@@ -80,12 +124,22 @@ class DeepLabV2(nn.Module):
         freeze_bn: keep BatchNorm in eval mode with frozen affine parameters.
         input_normalization: what the weights expect; community DeepLab-v2
             checkpoints expect ``"caffe"`` (BGR, 0..255 minus the mean).
+        aspp_branches: ASPP branches summed: 4, 2 (the early-return layout
+            of the AdaptSegNet/ADVENT family) or None (auto, see the module
+            docstring).
     """
 
     output_stride = 8
+    record_buffers = ("layer5.branches",)
+    head_prefixes = ("layer5.",)  # the classifier: 10x learning rate in the source recipe
 
-    def __init__(self, num_classes=19, layers=(3, 4, 23, 3), *, freeze_bn=True, input_normalization="caffe"):
+    def __init__(self, num_classes=19, layers=(3, 4, 23, 3), *, freeze_bn=True, input_normalization="caffe",
+                 aspp_branches=None):
         super().__init__()
+        if aspp_branches not in (None, 2, 4):
+            raise ValueError(f"lse_fast.models.DeepLabV2: `aspp_branches` must be None (auto), 4 (all summed) or 2 "
+                             f"(the early-return layout), got {aspp_branches!r}")
+        self.aspp_branches = aspp_branches
         if input_normalization not in ("caffe", "imagenet"):
             raise ValueError(
                 f"lse_fast.models.DeepLabV2: `input_normalization` must be 'caffe' or 'imagenet', got {input_normalization!r}"
@@ -101,7 +155,7 @@ class DeepLabV2(nn.Module):
         self.layer2 = self._make_layer(128, layers[1], stride=2)
         self.layer3 = self._make_layer(256, layers[2], dilation=2)
         self.layer4 = self._make_layer(512, layers[3], dilation=4)
-        self.layer5 = ASPPSum(2048, num_classes)
+        self.layer5 = ASPPSum(2048, num_classes, branches=aspp_branches)
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and not any(m is c for c in self.layer5.conv2d_list):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -161,12 +215,40 @@ class DeepLabV2(nn.Module):
             notes.append(_AUX_NOTE)
         if not any(k.startswith("layer5.") for k in state):
             notes.append("no ASPP head (`layer5`) in the checkpoint (backbone-only, e.g. ImageNet weights): head left as initialised")
+        elif "layer5.branches" in state and self.aspp_branches is not None \
+                and int(state["layer5.branches"]) != self.aspp_branches:
+            note = (f"the checkpoint was trained summing {int(state['layer5.branches'])} ASPP branches; this model "
+                    f"sums {self.aspp_branches} as built (aspp_branches={self.aspp_branches})")
+            warnings.warn(f"lse_fast.models: {note}", RuntimeWarning, stacklevel=3)
+            notes.append(note)
+            state = dict(state)
+            state["layer5.branches"] = torch.tensor(self.aspp_branches)
+        elif "layer5.branches" not in state and self._head_matches(state):
+            n = 2 if self.aspp_branches is None else self.aspp_branches
+            how = "auto" if self.aspp_branches is None else f"aspp_branches={self.aspp_branches}"
+            note = (f"{_FAMILY_NOTE}; this model sums the first {n} ({how}"
+                    + ("; pass aspp_branches=4 to sum all four)" if n == 2 else
+                       "; its forward differs from the one the checkpoint was trained with)"))
+            warnings.warn(f"lse_fast.models: {note}", RuntimeWarning, stacklevel=3)
+            notes.append(note)
+            state = dict(state)
+            state["layer5.branches"] = torch.tensor(n)
         if "fc.weight" in state:
             notes.append("`fc.*` is an ImageNet classifier, not used by DeepLab-v2")
         return state, notes
 
+    def checkpoint_loaded(self):
+        """Called by ``load_checkpoint`` after copying tensors: the ASPP
+        layout follows the copied ``layer5.branches`` record."""
+        self.layer5.set_branches(int(self.layer5.branches))
+
+    def _head_matches(self, state):
+        w = state.get("layer5.conv2d_list.0.weight")
+        return w is not None and tuple(w.shape) == tuple(self.layer5.conv2d_list[0].weight.shape)
+
 
 @register("deeplab_v2_resnet101")
-def deeplab_v2_resnet101(num_classes=19, *, freeze_bn=True, input_normalization="caffe"):
+def deeplab_v2_resnet101(num_classes=19, *, freeze_bn=True, input_normalization="caffe", aspp_branches=None):
     """DeepLab-v2 ResNet-101 (output stride 8), community checkpoint layout."""
-    return DeepLabV2(num_classes, (3, 4, 23, 3), freeze_bn=freeze_bn, input_normalization=input_normalization)
+    return DeepLabV2(num_classes, (3, 4, 23, 3), freeze_bn=freeze_bn, input_normalization=input_normalization,
+                     aspp_branches=aspp_branches)

@@ -42,6 +42,8 @@ class SmallDeepLab(nn.Module):
     """
 
     output_stride = 8
+    record_buffers = ("classifier.branches",)  # the ASPP layout record (always 4 here)
+    head_prefixes = ("classifier.",)
     input_normalization = "imagenet"
 
     def __init__(self, num_classes=19, *, widths=(16, 32, 64), dilations=(2, 4), aspp_dilations=(1, 2, 4, 8)):

@@ -1,0 +1,154 @@
+"""Algorithm 1 of the paper: from the source model theta_0, for each portion
+p of the schedule, score the target set, select images per class with
+dynamic thresholds, make patches and pseudo-labels, train, evaluate, and
+record the round (checkpoint first, then metrics.json).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import torch
+
+from lse_fast.adapt import plots, training
+from lse_fast.adapt.context import Context, Timer, log, seed_for
+from lse_fast.adapt.evaluation import evaluate_target
+from lse_fast.adapt.export import export_predictions, export_pseudo_labels
+from lse_fast.adapt.runs import Run
+from lse_fast.adapt.scoring import score_target
+from lse_fast.adapt.select import select_images
+from lse_fast.adapt.source import initial_model
+from lse_fast.adapt.tensorboard import TensorBoardLog
+
+NOT_LOADED = object()  # run_lse(initial=...) when theta_0 still has to be made
+
+
+def fmt_pct(v):
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+
+def summary_line(entry, total_rounds, num_images, baseline, classes):
+    """The one log line of a finished round."""
+    th = [entry["thresholds"][c] for c in classes]
+    th = [t for t in th if t is not None and not math.isnan(t)]
+    s = entry["seconds"]
+    gain = ""
+    if baseline is not None and not math.isnan(baseline):
+        gain = f" ({100 * (entry['miou'] - baseline):+.1f} vs source-only)"
+    return (
+        f"[round {entry['round']}/{total_rounds}] p={entry['portion']:.2f} selected {entry['selected']}/{num_images} "
+        f"thresholds {len(th)} classes, mean {sum(th) / max(len(th), 1):.3f} (min {min(th, default=float('nan')):.3f}, "
+        f"max {max(th, default=float('nan')):.3f}) loss {entry['loss']:.4f} mIoU {fmt_pct(entry['miou'])}{gain} | "
+        f"seconds: score {s['score']:.1f} select {s['select']:.2f} patches {s['patches']:.1f} "
+        f"train {s['train']:.1f} eval {s['eval']:.1f}"
+    )
+
+
+def run_round(ctx: Context, model, round_index: int, portion: float, export_dir=None):
+    """One round; returns its metrics entry and pseudo-label examples. With
+    `export_dir`, the round's pseudo-labels are written there as PNGs."""
+    timer = Timer(ctx.device)
+    seconds = {}
+    t0 = timer.now()
+    scores = score_target(ctx, model, portion)
+    t1 = timer.now()
+    seconds["score"] = t1 - t0
+    selection = select_images(ctx, scores, portion)
+    t2 = timer.now()
+    seconds["select"] = t2 - t1
+    if export_dir is not None:
+        export_pseudo_labels(ctx, model, scores, selection, selection.filter_thresholds(), export_dir)
+        t_export = timer.now()
+        seconds["export"] = t_export - t2
+    tr = training.train_round(ctx, model, scores, selection, round_index, timer)
+    seconds["patches"] = tr.patches_seconds
+    seconds["train"] = tr.seconds - tr.patches_seconds
+    t3 = timer.now()
+    ev = evaluate_target(ctx, model)
+    seconds["eval"] = timer.now() - t3
+    entry = {
+        "round": round_index,
+        "portion": portion,
+        "selected": int(selection.indices.numel()),
+        "selected_per_class": selection.counts,
+        "selected_images": selection.indices.tolist(),
+        "candidates_per_class": selection.candidates,
+        "thresholds": [float(v) for v in selection.thresholds],
+        "patches": tr.patches,
+        "steps": tr.steps,
+        "loss": tr.loss,
+        **ev,
+        "seconds": seconds,
+        "kept_probability_maps": len(scores.probs) if scores.probs is not None else 0,
+        "probability_maps": "kept" if scores.probs is not None else "recomputed",
+        "peak_probability_map_bytes": scores.peak_map_bytes,
+    }
+    return entry, tr.examples
+
+
+def source_only(run: Run, ctx: Context, model, initial) -> None:
+    """theta_0 made (or taken as loaded), evaluated and saved as round 0."""
+    init = initial_model(ctx, model) if initial is NOT_LOADED else initial
+    model.to(ctx.device)
+    run.metrics["init"] = init
+    run.metrics["input_normalization"] = ctx.normalization
+    run.metrics["classes"] = ctx.classes
+    run.metrics["class_names"] = ctx.class_names
+    run.metrics["num_target_train"] = len(ctx.target_view)
+    t0 = time.perf_counter()
+    so = evaluate_target(ctx, model)
+    so["seconds"] = time.perf_counter() - t0
+    run.metrics["source_only"] = so
+    run.save_checkpoint(0, model)
+    run.save_metrics()
+    log(f"[source-only] mIoU {fmt_pct(so['miou'])} over {len(ctx.classes)} classes on {len(ctx.val)} val images")
+
+
+def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
+    """Runs (or continues) every round of `run`; returns its metrics."""
+    cfg = run.config
+    t_all = time.perf_counter()
+    log(f"[run] {run.path}  device {ctx.device}  ops {cfg.ops}  loader {ctx.loader_kind} on {ctx.loader_device}"
+        f"{'  verify' if cfg.verify else ''}")
+    portions = cfg.portions()
+    done = run.finished_rounds()
+    if run.metrics.get("source_only") is not None and run.checkpoint_path(done) is not None:
+        run.load_round(model, done)
+        model.to(ctx.device)
+        log(f"[resume] {done} of {len(portions)} rounds finished; continuing with round {done + 1}")
+    else:
+        source_only(run, ctx, model, initial)
+    board = TensorBoardLog(run.path / "tensorboard") if cfg.tensorboard else None
+    if board is not None and done == 0:
+        board.source_only(run.metrics["source_only"])
+    baseline = run.metrics["source_only"]["miou"]
+    for r in range(done + 1, len(portions) + 1):
+        torch.manual_seed(seed_for(cfg.seed, r, 0))
+        export_dir = run.path / "export" / f"round_{r}" / "pseudo_labels" if cfg.export else None
+        entry, examples = run_round(ctx, model, r, portions[r - 1], export_dir)
+        if ctx.verifier is not None:
+            entry["verify"] = ctx.verifier.report()
+            run.metrics["verify"] = ctx.verifier.report()
+        run.save_round(entry, model)
+        log(summary_line(entry, len(portions), len(ctx.target_view), baseline, ctx.classes))
+        if board is not None:
+            board.round(entry, examples, ctx.classes, ctx.normalization, cfg.num_classes)
+        if cfg.plots:
+            plots.pseudo_label_examples(run.path / "plots" / f"pseudo_labels_round{r}.png", examples,
+                                        ctx.normalization, title=f"round {r}: patches and pseudo-labels")
+            plots.all_plots(run.path / "plots", run.metrics)
+    if cfg.export:
+        n = export_predictions(ctx, model, run.path / "export" / "predictions")
+        log(f"[export] predictions of {n} val images in {run.path / 'export' / 'predictions'}")
+    if board is not None:
+        board.close()
+    run.metrics["finished"] = True
+    run.metrics["total_seconds_this_invocation"] = time.perf_counter() - t_all
+    run.save_metrics()
+    if cfg.plots:
+        plots.all_plots(run.path / "plots", run.metrics)
+    if ctx.verifier is not None:
+        log(f"[verify] {ctx.verifier.checks} checks, largest deviations: {json.dumps(ctx.verifier.max)}")
+    return run.metrics

@@ -1,0 +1,27 @@
+"""Step 5 of a round: mIoU of the adapted model on the target val split
+(:func:`lse_fast.evaluate.evaluate`), over the classes both domains have.
+With ``eval_size='native'`` (default) the published protocol: labels at
+their native resolution, images fed at ``image_size``, logits upsampled
+bilinearly to the labels."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lse_fast.adapt.context import Context
+from lse_fast.evaluate import evaluate
+
+
+def evaluate_target(ctx: Context, model) -> dict:
+    cfg = ctx.cfg
+    amp = torch.bfloat16 if cfg.amp and ctx.device.type == "cuda" else False
+    res = evaluate(model, ctx.val_loader, num_classes=cfg.num_classes, class_names=ctx.class_names,
+                   device=ctx.device, autocast=amp, progress=ctx.progress,
+                   input_size=tuple(cfg.image_size) if cfg.eval_size == "native" else None)
+    iou = [float(v) for v in res["iou"]]
+    vals = [iou[c] for c in ctx.classes if not math.isnan(iou[c])]
+    miou = sum(vals) / len(vals) if vals else float("nan")
+    return {"miou": miou, "per_class_iou": iou, "miou19": float(res["miou"]) if cfg.num_classes == 19 else math.nan,
+            "miou16": float(res["miou16"]), "miou13": float(res["miou13"])}

@@ -1,0 +1,111 @@
+"""Step 3 of a round (paper Sections 3.4-3.5): k random boxes of
+``patch_scale`` times the image per selected image; image patches
+(``crop_resize``) and their uint8 pseudo-labels (``crop_pseudo_labels`` from
+the low-resolution probabilities kept while scoring) made on the fly for
+each chunk of images the trainer loads. Nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from lse_fast.adapt.context import IGNORE, Context, seed_for
+from lse_fast.adapt.scoring import ScoreResult, minmax_class_entropy, target_probs
+from lse_fast.patches import random_boxes
+
+EXAMPLES = 4  # patches kept per round for the pseudo-label plot
+
+
+@dataclass
+class PatchPlan:
+    """The boxes of a round: ``boxes`` [S * k, 5] with column 0 the image's
+    position in ``chosen`` (rows p*k .. p*k+k-1 belong to chosen[p])."""
+
+    chosen: list
+    boxes: torch.Tensor
+    k: int
+    size: tuple
+    thresholds: torch.Tensor  # float32 [C], NaN replaced by -1 (keeps nothing)
+    teacher: typing.Optional[torch.nn.Module] = None  # frozen copy of the scoring model when maps are recomputed
+    seconds: float = 0.0  # time in the patch ops (and drawing the boxes)
+    examples: list = field(default_factory=list)  # (image patch, pseudo-label) pairs on the CPU
+
+    @property
+    def num_patches(self) -> int:
+        return len(self.chosen) * self.k
+
+
+def plan_patches(ctx: Context, selection, round_index: int) -> PatchPlan:
+    cfg = ctx.cfg
+    size = tuple(cfg.image_size)
+    chosen = selection.indices.tolist()
+    g = torch.Generator().manual_seed(seed_for(cfg.seed, round_index, 1))
+    boxes = random_boxes(len(chosen), size, k=cfg.patches_per_image, scale=cfg.patch_scale, generator=g)
+    return PatchPlan(chosen, boxes, cfg.patches_per_image, size, selection.filter_thresholds())
+
+
+def filter_map(probs, thresholds, entropy_norm):
+    """Keep-mask (float32 [N, H, W]) of full-resolution probabilities: the
+    pixel's normalised entropy is at most its predicted class's threshold.
+    ``entropy_norm`` 'log_c' divides by log C (the paper), 'minmax' rescales
+    per image and predicted class (the authors' code)."""
+    c = probs.shape[1]
+    ent = torch.special.entr(probs).sum(1) / math.log(c) if c > 1 else torch.zeros_like(probs[:, 0])
+    label = probs.argmax(1)
+    if entropy_norm == "minmax":
+        ent, _, _ = minmax_class_entropy(ent, label, c)
+    return (ent <= thresholds.to(probs.device, torch.float32)[label]).to(torch.float32)
+
+
+def pseudo_labels(ops, probs, boxes, size, thresholds, *, image_size, entropy_norm="log_c", filter_interp="nearest"):
+    """uint8 pseudo-labels of the boxes. The paper's variant (log_c entropy,
+    nearest mask) is ``ops.crop_pseudo_labels`` itself. The authors' variants
+    take the labels from the same op with every pixel kept and replace its
+    filter map: min-max normalised entropy, and/or the mask resized
+    bilinearly (kept where > 0, which dilates the kept region)."""
+    if entropy_norm == "log_c" and filter_interp == "nearest":
+        return ops.crop_pseudo_labels(probs, boxes, size, thresholds, image_size=image_size)
+    keep_all = torch.full_like(thresholds, math.inf)
+    labels = ops.crop_pseudo_labels(probs, boxes, size, keep_all, image_size=image_size)
+    p = probs.float()
+    if tuple(p.shape[2:]) != tuple(image_size):
+        p = F.interpolate(p, size=tuple(image_size), mode="bilinear", align_corners=False)
+    keep = filter_map(p, thresholds, entropy_norm)
+    if filter_interp == "bilinear":
+        crop_keep = ops.crop_resize(keep.unsqueeze(1), boxes, size).squeeze(1) > 0
+    else:
+        crop_keep = ops.crop_resize(keep.to(torch.uint8), boxes, size, mode="nearest").bool()
+    return torch.where(crop_keep, labels, torch.full_like(labels, IGNORE))
+
+
+def make_patches(ctx: Context, plan: PatchPlan, scores: ScoreResult, batch):
+    """(image patches, pseudo-labels) of one loaded chunk of selected images
+    (``batch["index"]`` = positions in ``plan.chosen``), on the device."""
+    cfg, device = ctx.cfg, ctx.device
+    k, size = plan.k, plan.size
+    x = batch["image"].to(device)
+    pos = batch["index"].cpu()
+    rows = (pos[:, None] * k + torch.arange(k)[None, :]).flatten()
+    local = plan.boxes[rows].clone()
+    local[:, 0] = torch.arange(len(pos)).repeat_interleave(k).float()
+    local = local.to(device)
+    if scores.probs is not None:
+        probs = torch.stack([scores.probs[plan.chosen[int(p)]] for p in pos]).to(device)
+    else:  # over the RAM budget while scoring: the same maps, recomputed by the round's starting model
+        probs = target_probs(ctx, plan.teacher, x)
+    thresholds = plan.thresholds.to(device)
+    patches = ctx.ops.crop_resize(x, local, size)
+    labels = pseudo_labels(ctx.ops, probs, local, size, thresholds, image_size=size,
+                           entropy_norm=cfg.entropy_norm, filter_interp=cfg.filter_interp)
+    if ctx.verifier is not None:
+        ctx.verifier.crop_resize(x, local, size, patches)
+        if cfg.entropy_norm == "log_c" and cfg.filter_interp == "nearest":
+            ctx.verifier.pseudo(probs, local, size, thresholds, size, labels)
+    for j in range(min(EXAMPLES - len(plan.examples), patches.shape[0])):
+        plan.examples.append((patches[j].detach().cpu(), labels[j].cpu()))
+    return patches, labels

@@ -1,0 +1,126 @@
+"""Step 1 of a round (paper Sections 3.2-3.3): every target train image
+scored once without gradients.
+
+Logits upsampled to the image size go through ``ops.score``; kept are the
+per-image per-class sums of every image (three [N, C] tables, 24 bytes per
+image and class) and the network's softmax (at its output stride) of the
+images that can still be selected (:func:`lse_fast.selection.candidates`),
+never a map of every image. Those maps are held up to ``probs_ram_budget``
+GiB; a set whose candidates need more keeps none (``probs`` is None) and the
+patch step recomputes the maps of the selected images. Host RAM of the step
+is therefore at most the tables + the budget + one scoring batch of maps,
+whatever the number of images.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lse_fast import selection as sel
+from lse_fast.adapt.context import Context, autocast, log, progress_bar
+
+
+@dataclass
+class ScoreResult:
+    class_pixels: torch.Tensor  # int64 [N, C]
+    class_confidence: torch.Tensor  # float64 [N, C]
+    class_entropy: torch.Tensor  # float64 [N, C]
+    probs: typing.Optional[dict]  # {target index: float32 [C, h, w] on the CPU} of candidates; None: recompute
+    num_images: int
+    peak_map_bytes: int = 0  # largest total of maps held (after adding a batch, before pruning)
+
+
+def minmax_class_entropy(entropy, label, num_classes):
+    """Authors' per-image per-class min-max normalisation of the entropy
+    map: (E - min_c) / (max_c - min_c) over the pixels predicted c in the
+    image, 0 where the class's entropy is constant (the authors' code
+    divides by zero there). Returns the normalised map and per-class
+    (min, max) [N, C]."""
+    n = entropy.shape[0]
+    e = entropy.reshape(n, -1).float()
+    lab = label.reshape(n, -1)
+    big = torch.full((n, num_classes), float("inf"), device=e.device)
+    cmin = big.scatter_reduce(1, lab, e, reduce="amin", include_self=True)
+    cmax = (-big).scatter_reduce(1, lab, e, reduce="amax", include_self=True)
+    lo = cmin.gather(1, lab)
+    hi = cmax.gather(1, lab)
+    span = hi - lo
+    norm = torch.where(span > 0, (e - lo) / span.clamp(min=1e-30), torch.zeros_like(e))
+    return norm.reshape(entropy.shape), cmin, cmax
+
+
+def minmax_class_entropy_sums(s, num_classes):
+    """Per-class sums of the min-max normalised entropy from the per-class
+    sums of ``ops.score`` (sum (E - min) / span = (sum E - n min) / span)."""
+    _, cmin, cmax = minmax_class_entropy(s.entropy, s.label, num_classes)
+    span = cmax - cmin
+    e_sum = s.class_entropy.double() - s.class_pixels.double() * cmin.double().nan_to_num(posinf=0.0)
+    return torch.where(span > 0, e_sum / span.double().clamp(min=1e-30), torch.zeros_like(e_sum))
+
+
+def target_probs(ctx: Context, model, x):
+    """The softmax [N, C, h, w] (float32) of `model` on images `x`, computed
+    as while scoring (eval mode, no gradient, the run's autocast)."""
+    with torch.no_grad(), autocast(ctx.device, ctx.cfg.amp):
+        logits = model(x)
+    return torch.softmax(logits.float(), dim=1)
+
+
+def _map_bytes(probs):
+    return sum(p.numel() * p.element_size() for p in probs.values())
+
+
+def score_target(ctx: Context, model, portion: float) -> ScoreResult:
+    """Scores the whole target train split with `model` (eval mode)."""
+    cfg, ops = ctx.cfg, ctx.ops
+    n = len(ctx.target_view)
+    c = cfg.num_classes
+    pixels = torch.zeros(n, c, dtype=torch.int64)
+    conf = torch.zeros(n, c, dtype=torch.float64)
+    ent = torch.zeros(n, c, dtype=torch.float64)
+    probs = {}
+    budget = int(cfg.probs_ram_budget * 2**30)
+    keep_maps = budget > 0
+    peak = 0
+    kmax = sel.share(n, portion, max(len(ctx.classes), 1), cfg.share_rounding) + 1
+    loader = ctx.loader(ctx.target_view, batch_size=cfg.score_batch_size, size=cfg.image_size)
+    model.eval()
+    with torch.no_grad():
+        for batch in progress_bar(loader, total=len(loader), desc="score", enabled=ctx.progress):
+            x = batch["image"].to(ctx.device)
+            idx = batch["index"].cpu()
+            with autocast(ctx.device, cfg.amp):
+                logits = model(x)
+            logits = logits.float()
+            # Logits upsampled to the image size (the authors' code does so).
+            # crop_pseudo_labels filters the upsampled softmax instead, whose
+            # entropy is slightly higher near class boundaries; scoring that
+            # map was measured and lowered the built-in run's mIoU (README).
+            up = F.interpolate(logits, size=tuple(cfg.image_size), mode="bilinear", align_corners=False)
+            s = ops.score(up)
+            if ctx.verifier is not None:
+                ctx.verifier.score(up, s)
+            pixels[idx] = s.class_pixels.cpu()
+            conf[idx] = s.class_confidence.cpu().double()
+            if cfg.entropy_norm == "minmax":
+                ent[idx] = minmax_class_entropy_sums(s, c).cpu()
+            else:
+                ent[idx] = s.class_entropy.cpu().double()
+            if not keep_maps:
+                continue
+            p = torch.softmax(logits, dim=1).cpu()
+            for j, i in enumerate(idx.tolist()):
+                probs[i] = p[j].clone()
+            peak = max(peak, _map_bytes(probs))
+            keep = set(sel.candidates(pixels, conf, kmax, classes=ctx.classes).tolist())
+            for i in [i for i in probs if i not in keep]:
+                del probs[i]
+            if _map_bytes(probs) > budget:
+                log(f"[score] the candidates' probability maps exceed probs_ram_budget "
+                    f"({cfg.probs_ram_budget:g} GiB): none kept, the selected images' maps are recomputed")
+                probs, keep_maps = {}, False
+    return ScoreResult(pixels, conf, ent, probs if keep_maps else None, n, peak)
