@@ -113,7 +113,14 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
     baseline = run.metrics["source_only"]["miou"]
     for r in range(done + 1, len(portions) + 1):
         torch.manual_seed(seed_for(cfg.seed, r, 0))
-        entry, examples = run_round(ctx, model, r, portions[r - 1])
+        try:
+            entry, examples = run_round(ctx, model, r, portions[r - 1])
+        except training.NonFiniteLoss as e:
+            last = run.checkpoint_path(r - 1)
+            msg = f"{e}; the run directory keeps round {r - 1} (checkpoint {last})"
+            run.metrics["stopped"] = {"round": r, "reason": msg}
+            run.save_metrics()
+            raise training.NonFiniteLoss(msg) from None
         if ctx.verifier is not None:
             entry["verify"] = ctx.verifier.report()
             run.metrics["verify"] = ctx.verifier.report()
@@ -123,6 +130,7 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
             plots.pseudo_label_examples(run.path / "plots" / f"pseudo_labels_round{r}.png", examples,
                                         ctx.normalization, title=f"round {r}: patches and pseudo-labels")
             plots.all_plots(run.path / "plots", run.metrics)
+    run.metrics.pop("stopped", None)
     run.metrics["finished"] = True
     run.metrics["total_seconds_this_invocation"] = time.perf_counter() - t_all
     run.save_metrics()

@@ -19,20 +19,32 @@ from lse_fast.adapt.source import load_init
 
 
 def prepare(argv=None):
-    """(run, context, model, initial) for `argv`, every check done first."""
+    """(run, context, model, initial) for `argv`, every check done first.
+
+    A new run's directory (config.yaml, metrics.json) is written as soon as
+    the options are valid, so a kill from then on leaves a directory that
+    --resume continues; a bad dataset or --init checkpoint found while
+    loading them removes it again (a ConfigError leaves nothing behind)."""
     args = build_parser().parse_args(argv)
+    run = None
     if args.resume:
         cfg = make_config(args, base=Run.load_config(args.resume))
-        Run.read_metrics(args.resume)
+        Run.read_metrics(args.resume, missing_ok=True)
     else:
         cfg = make_config(args)
-        Run.check_new(cfg)
-    ctx, model = make_context(cfg)
-    initial = NOT_LOADED
-    if cfg.init and not args.resume:
-        initial = load_init(cfg, model)
-        model.to(ctx.device)
-    run = Run.resume(args.resume, cfg) if args.resume else Run.create(cfg)
+        run = Run.create(cfg)
+    try:
+        ctx, model = make_context(cfg)
+        initial = NOT_LOADED
+        if cfg.init and not args.resume:
+            initial = load_init(cfg, model)
+            model.to(ctx.device)
+    except ConfigError:
+        if run is not None:
+            run.discard()
+        raise
+    if args.resume:
+        run = Run.resume(args.resume, cfg)
     return run, ctx, model, initial
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from lse_fast import selection as sel
 from lse_fast.adapt.context import Context, autocast, progress_bar
+from lse_fast.adapt.runs import kill_point
 
 
 @dataclass
@@ -95,4 +96,5 @@ def score_target(ctx: Context, model, portion: float) -> ScoreResult:
             keep = set(sel.candidates(pixels, conf, kmax, classes=ctx.classes).tolist())
             for i in [i for i in probs if i not in keep]:
                 del probs[i]
+            kill_point("score")
     return ScoreResult(pixels, conf, ent, probs, n)
