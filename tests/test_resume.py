@@ -150,7 +150,7 @@ def test_nan_loss_stops_the_round_and_keeps_the_last_checkpoint(cache, reference
 
 def test_kill_hook_rejects_a_malformed_value(monkeypatch):
     monkeypatch.setenv("LSE_FAST_KILL_AT", "trian:2")
-    with pytest.raises(RuntimeError, match="LSE_FAST_KILL_AT .* STAGE:COUNT.*got 'trian:2'"):
+    with pytest.raises(ConfigError, match="LSE_FAST_KILL_AT .* STAGE:COUNT.*got 'trian:2'"):
         runs_mod.kill_point("train")
     monkeypatch.delenv("LSE_FAST_KILL_AT")
     runs_mod.kill_point("train")  # unset: nothing happens

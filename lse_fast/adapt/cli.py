@@ -14,7 +14,7 @@ import warnings
 from lse_fast.adapt.algorithm import NOT_LOADED, fmt_pct, run_lse
 from lse_fast.adapt.config import ConfigError, build_parser, make_config
 from lse_fast.adapt.context import log, make_context
-from lse_fast.adapt.runs import Run
+from lse_fast.adapt.runs import Run, check_kill_hook
 from lse_fast.adapt.source import load_init
 
 
@@ -26,10 +26,11 @@ def prepare(argv=None):
     --resume continues; a bad dataset or --init checkpoint found while
     loading them removes it again (a ConfigError leaves nothing behind)."""
     args = build_parser().parse_args(argv)
+    check_kill_hook()
     run = None
     if args.resume:
         cfg = make_config(args, base=Run.load_config(args.resume))
-        Run.read_metrics(args.resume, missing_ok=True)
+        Run.check_resumable(args.resume)
     else:
         cfg = make_config(args)
         run = Run.create(cfg)

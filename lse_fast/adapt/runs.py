@@ -65,11 +65,16 @@ def _kill_spec():
     sig = parts[2].upper() if len(parts) == 3 else "KILL"
     ok = len(parts) in (2, 3) and parts[0] in KILL_STAGES and parts[1].isdigit() and int(parts[1]) >= 1
     if not ok or sig not in ("KILL", "INT"):
-        raise RuntimeError(
+        raise ConfigError(
             f"lse_fast.adapt: {KILL_ENV} (a test hook) must be STAGE:COUNT[:KILL|INT] with STAGE one of "
             f"{', '.join(KILL_STAGES)} and COUNT >= 1, got {text!r}"
         )
     return parts[0], int(parts[1]), signal.SIGKILL if sig == "KILL" else signal.SIGINT
+
+
+def check_kill_hook() -> None:
+    """ConfigError for a malformed ``LSE_FAST_KILL_AT`` (checked at the start)."""
+    _kill_spec()
 
 
 def kill_point(stage: str) -> None:
@@ -349,12 +354,13 @@ class Run:
         return data
 
     @classmethod
-    def resume(cls, path, config: AdaptConfig) -> "Run":
+    def check_resumable(cls, path):
+        """metrics.json of the run at `path` (None when a kill came before it
+        was written); ConfigError when the directory is inconsistent."""
         path = Path(path)
         metrics = cls.read_metrics(path, missing_ok=True)
-        if metrics is None:  # killed between config.yaml and metrics.json: nothing done yet
-            metrics = cls._fresh_metrics(config)
-        remove_stale_tmp(path)
+        if metrics is None:
+            return None
         done = len(metrics.get("rounds", []))
         if done and not (path / "checkpoints" / f"round_{done}.pt").is_file():
             raise ConfigError(
@@ -364,6 +370,16 @@ class Run:
         if done and metrics.get("source_only") is None:
             raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: metrics.json lists {done} rounds "
                               "but no source-only result; the run directory is inconsistent")
+        return metrics
+
+    @classmethod
+    def resume(cls, path, config: AdaptConfig) -> "Run":
+        path = Path(path)
+        metrics = cls.check_resumable(path)
+        if metrics is None:  # killed between config.yaml and metrics.json: nothing done yet
+            metrics = cls._fresh_metrics(config)
+        remove_stale_tmp(path)
+        done = len(metrics.get("rounds", []))
         metrics.setdefault("rounds", [])
         metrics.setdefault("source_only", None)
         config.run_dir = str(path)
