@@ -79,6 +79,16 @@ def run_round(ctx: Context, model, round_index: int, portion: float):
     return entry, tr.examples
 
 
+def record_skipped(run: Run, ctx: Context) -> dict:
+    """metrics.json 'skipped_files' (--skip-bad-files): the files skipped by
+    this invocation and by earlier ones of a resumed run."""
+    skipped = dict(run.metrics.get("skipped_files") or {})
+    skipped.update(ctx.bad_files)
+    if skipped:
+        run.metrics["skipped_files"] = dict(sorted(skipped.items()))
+    return run.metrics.get("skipped_files", {})
+
+
 def source_only(run: Run, ctx: Context, model, initial) -> None:
     """theta_0 made (or taken as loaded), evaluated and saved as round 0."""
     init = initial_model(ctx, model) if initial is NOT_LOADED else initial
@@ -124,6 +134,7 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
         if ctx.verifier is not None:
             entry["verify"] = ctx.verifier.report()
             run.metrics["verify"] = ctx.verifier.report()
+        record_skipped(run, ctx)
         run.save_round(entry, model)
         log(summary_line(entry, len(portions), len(ctx.target_view), baseline, ctx.classes))
         if cfg.plots:
@@ -131,6 +142,9 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
                                         ctx.normalization, title=f"round {r}: patches and pseudo-labels")
             plots.all_plots(run.path / "plots", run.metrics)
     run.metrics.pop("stopped", None)
+    skipped = record_skipped(run, ctx)
+    if skipped:
+        log(f"[data] skipped {len(skipped)} unreadable file(s) (--skip-bad-files): " + ", ".join(skipped))
     run.metrics["finished"] = True
     run.metrics["total_seconds_this_invocation"] = time.perf_counter() - t_all
     run.save_metrics()
