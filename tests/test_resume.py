@@ -32,6 +32,17 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every process of this module (the killed subprocesses, the in-process
+    runs) computes with one thread: the same reductions everywhere, and no
+    thread contention on a small shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("lse_cache_resume"))
@@ -55,7 +66,8 @@ def stable(run_dir):
 
 
 def run_killed(args, kill_at):
-    env = dict(os.environ, LSE_FAST_KILL_AT=kill_at, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, LSE_FAST_KILL_AT=kill_at, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "lse_fast.adapt", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
