@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from lse_fast.data._base import CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD
+from lse_fast.data._base import CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, UnreadableFile
 from lse_fast.data.datasets import (
     CITYSCAPES_ID_TO_TRAINID,
     CLASS_NAMES,
@@ -64,5 +64,5 @@ def denormalize(image, normalization="imagenet"):
 __all__ = [
     "CAFFE_MEAN_BGR", "CITYSCAPES_ID_TO_TRAINID", "CLASS_NAMES", "GTA5", "IGNORE_INDEX", "IMAGENET_MEAN",
     "IMAGENET_STD", "NUM_CLASSES", "SYNTHIA", "SYNTHIA_ID_TO_TRAINID", "Cityscapes", "ImageFolderPairs",
-    "SegmentationDataset", "denormalize", "from_spec", "loader",
+    "SegmentationDataset", "UnreadableFile", "denormalize", "from_spec", "loader",
 ]
