@@ -16,6 +16,7 @@ import torch
 from lse_fast.adapt import cli
 from lse_fast.adapt import runs as runs_mod
 from lse_fast.adapt.config import AdaptConfig
+from lse_fast.adapt.context import build_model
 
 # The synthetic benchmark at its smallest, for the few cases that get as far as loading data.
 TINY = ["--synthetic-source", "4", "--synthetic-train", "4", "--synthetic-val", "2", "--image-size", "16x32",
@@ -119,6 +120,13 @@ CASES = {
                                r"--resume '.*old': config.yaml is not valid YAML", None),
     "resume-checkpoint-missing": (lambda t, r: ["--resume", str(_make_run(t, rounds=1))] + TINY, 2,
                                   r"round 1 is finished but its checkpoint '.*round_1.pt' is missing", None),
+    "resume-checkpoint-damaged": (lambda t, r: ["--resume", str(_make_run(t, rounds=1))] + TINY, 1,
+                                  r"--resume: checkpoint '.*round_1.pt' is not a readable round checkpoint "
+                                  r"\(truncated or damaged: UnpicklingError: .*\); the run cannot continue", None),
+    "resume-other-num-classes": (lambda t, r: ["--resume", str(_make_run(t, rounds=1)), "--num-classes", "7"] + TINY, 1,
+                                 r"checkpoint '.*round_1.pt' does not fit this run's model \(Error\(s\) in loading "
+                                 r"state_dict.*\); was an option such as --model or --num-classes given with --resume",
+                                 None),
     "resume-conflicting-override": (lambda t, r: ["--resume", str(_make_run(t)), "--verify", "--ops", "reference"], 2,
                                     r"--verify compares the fused ops", None),
     # --- --config files ------------------------------------------------------------
@@ -140,7 +148,10 @@ CASES = {
 DAMAGE = {
     "resume-bad-metrics-json": ("old/metrics.json", '{"rounds": [1,'),
     "resume-bad-config-yaml": ("old/config.yaml", "lr: [1,"),
+    "resume-checkpoint-damaged": ("old/checkpoints/round_1.pt", "not a checkpoint"),
 }
+# a round-1 checkpoint of the default 19-class model, resumed with another class count
+DAMAGE_MODEL = {"resume-other-num-classes": "old/checkpoints/round_1.pt"}
 
 if torch.cuda.is_available():
     CASES["device-cuda-index"] = (lambda t, r: ["--device", "cuda:99"], 2, r"`device` must be cuda:N with N in", None)
@@ -162,6 +173,9 @@ def test_bad_driver_input(case, tmp_path, monkeypatch, capsys):
     if case in DAMAGE:
         name, text = DAMAGE[case]
         (work / name).write_text(text)
+    if case in DAMAGE_MODEL:
+        model = build_model(AdaptConfig())
+        torch.save({"round": 1, "model": model.state_dict()}, work / DAMAGE_MODEL[case])
     if "--run-dir" not in argv and "--resume" not in argv:
         argv = argv + ["--run-dir", str(run_dir)]
     if "--cache-dir" not in argv:

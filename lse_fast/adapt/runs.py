@@ -427,11 +427,21 @@ class Run:
         p = self.checkpoint_path(round_index)
         try:
             state = torch.load(p, map_location="cpu", weights_only=True)
-            model.load_state_dict(state["model"])
+            if not isinstance(state, dict) or "model" not in state:
+                raise ValueError("no 'model' entry")
         except Exception as e:  # noqa: BLE001  (torch raises many types for a damaged file)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise RuntimeError(
-                f"lse_fast.adapt: --resume: checkpoint {str(p)!r} cannot be loaded ({type(e).__name__}: {e}); "
-                f"the run directory is damaged"
+                f"lse_fast.adapt: --resume: checkpoint {str(p)!r} is not a readable round checkpoint "
+                f"(truncated or damaged: {type(e).__name__}: {first[:160]}); the run cannot continue from it"
+            ) from None
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise RuntimeError(
+                f"lse_fast.adapt: --resume: checkpoint {str(p)!r} does not fit this run's model ({first[:200]}); "
+                "was an option such as --model or --num-classes given with --resume changed?"
             ) from None
 
 
