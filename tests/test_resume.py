@@ -61,8 +61,9 @@ def stable(run_dir):
     m = json.loads((Path(run_dir) / "metrics.json").read_text())
     so = {k: v for k, v in m["source_only"].items() if k != "seconds"}
     rounds = [{k: v for k, v in r.items() if k != "seconds"} for r in m["rounds"]]
+    init = m.get("init")  # the cached source model; its path depends on the cache folder
     return {"source_only": so, "rounds": rounds, "finished": m.get("finished"), "classes": m.get("classes"),
-            "num_target_train": m.get("num_target_train"), "init": m.get("init")}
+            "num_target_train": m.get("num_target_train"), "init": Path(init).parent.name if init else None}
 
 
 def run_killed(args, kill_at):
@@ -79,6 +80,7 @@ def tmp_files(run_dir):
 # (kill point, rounds finished on disk when killed, temporary file the kill leaves)
 KILLS = {
     "start": ("start:1", None, None),  # right after the run directory is created
+    "source-training": ("source:2", None, None),  # step 2 of 4 of the source training (own, empty cache)
     "scoring": ("score:3", 1, None),  # round 2, after its first scoring batch
     "selection": ("select:2", 1, None),  # round 2's selection
     "training": ("train:3", 1, None),  # round 2, after 1 of its 2 steps (3rd step of the run)
@@ -91,6 +93,8 @@ KILLS = {
 def test_resume_after_sigkill_gives_the_same_metrics(name, cache, reference, tmp_path):
     kill_at, done, leftover = KILLS[name]
     run_dir = tmp_path / "run"
+    if name == "source-training":  # nothing cached: the source model is trained (and killed) here
+        cache = str(tmp_path / "cache")
     p = run_killed(TINY + ["--cache-dir", cache, "--run-dir", str(run_dir)], kill_at)
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     # what a kill leaves: a complete metrics.json (never a half-written one) and config.yaml
