@@ -207,3 +207,27 @@ def test_an_empty_directory_left_by_a_kill_is_explained_and_reusable(tmp_path):
     with pytest.raises(ConfigError, match="empty, not a run directory.*without --resume"):
         runs_mod.Run.load_config(empty)
     runs_mod.Run.check_new(AdaptConfig(run_dir=str(empty)))  # a new run may use it
+
+
+def test_disk_full_mid_run_stops_cleanly_and_resumes(cache, reference, tmp_path, monkeypatch, capsys):
+    """ENOSPC while round 1's checkpoint is written: exit status 1 naming the
+    file, no temporary file, the source-only result kept; resumed once there
+    is space, the run ends as an uninterrupted one."""
+    run_dir = tmp_path / "run"
+    real = runs_mod._write_all
+
+    def full_at_round_1(f, data):
+        if f.name.endswith("round_1.pt.tmp"):
+            raise OSError(28, "No space left on device")
+        real(f, data)
+
+    monkeypatch.setattr(runs_mod, "_write_all", full_at_round_1)
+    assert cli(TINY + ["--cache-dir", cache, "--run-dir", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: lse_fast.adapt: cannot write {str(run_dir / 'checkpoints' / 'round_1.pt')!r}: No space left" in err
+    assert tmp_files(run_dir) == [] and not (run_dir / "checkpoints" / "round_1.pt").exists()
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["source_only"] is not None and m["rounds"] == []
+    monkeypatch.setattr(runs_mod, "_write_all", real)
+    main(["--resume", str(run_dir)])
+    assert stable(run_dir) == reference

@@ -116,7 +116,9 @@ def write_error(path, e: OSError) -> OSError:
     """The OSError of a failed write, naming the file and what to do."""
     what = os.strerror(e.errno) if e.errno else str(e)
     hint = "; free some space, then continue the run with --resume" if e.errno == errno.ENOSPC else ""
-    return OSError(e.errno, f"lse_fast.adapt: cannot write {str(path)!r}: {what} (errno {e.errno}){hint}")
+    err = OSError(f"lse_fast.adapt: cannot write {str(path)!r}: {what} (errno {e.errno}){hint}")
+    err.errno = e.errno  # str(err) stays the one line above
+    return err
 
 
 def atomic_write(path, data: bytes, stage: str | None = None) -> None:
