@@ -88,6 +88,16 @@ def run_round(ctx: Context, model, round_index: int, portion: float, export_dir=
     return entry, tr.examples
 
 
+def record_skipped(run: Run, ctx: Context) -> dict:
+    """metrics.json 'skipped_files' (--skip-bad-files): the files skipped by
+    this invocation and by earlier ones of a resumed run."""
+    skipped = dict(run.metrics.get("skipped_files") or {})
+    skipped.update(ctx.bad_files)
+    if skipped:
+        run.metrics["skipped_files"] = dict(sorted(skipped.items()))
+    return run.metrics.get("skipped_files", {})
+
+
 def source_only(run: Run, ctx: Context, model, initial) -> None:
     """theta_0 made (or taken as loaded), evaluated and saved as round 0."""
     init = initial_model(ctx, model) if initial is NOT_LOADED else initial
@@ -127,10 +137,18 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
     for r in range(done + 1, len(portions) + 1):
         torch.manual_seed(seed_for(cfg.seed, r, 0))
         export_dir = run.path / "export" / f"round_{r}" / "pseudo_labels" if cfg.export else None
-        entry, examples = run_round(ctx, model, r, portions[r - 1], export_dir)
+        try:
+            entry, examples = run_round(ctx, model, r, portions[r - 1], export_dir)
+        except training.NonFiniteLoss as e:
+            last = run.checkpoint_path(r - 1)
+            msg = f"{e}; the run directory keeps round {r - 1} (checkpoint {last})"
+            run.metrics["stopped"] = {"round": r, "reason": msg}
+            run.save_metrics()
+            raise training.NonFiniteLoss(msg) from None
         if ctx.verifier is not None:
             entry["verify"] = ctx.verifier.report()
             run.metrics["verify"] = ctx.verifier.report()
+        record_skipped(run, ctx)
         run.save_round(entry, model)
         log(summary_line(entry, len(portions), len(ctx.target_view), baseline, ctx.classes))
         if board is not None:
@@ -144,6 +162,10 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
         log(f"[export] predictions of {n} val images in {run.path / 'export' / 'predictions'}")
     if board is not None:
         board.close()
+    run.metrics.pop("stopped", None)
+    skipped = record_skipped(run, ctx)
+    if skipped:
+        log(f"[data] skipped {len(skipped)} unreadable file(s) (--skip-bad-files): " + ", ".join(skipped))
     run.metrics["finished"] = True
     run.metrics["total_seconds_this_invocation"] = time.perf_counter() - t_all
     run.save_metrics()

@@ -14,33 +14,47 @@ import warnings
 from lse_fast.adapt.algorithm import NOT_LOADED, fmt_pct, run_lse
 from lse_fast.adapt.config import ConfigError, build_parser, make_config
 from lse_fast.adapt.context import log, make_context
-from lse_fast.adapt.runs import Run
+from lse_fast.adapt.runs import Run, check_kill_hook
 from lse_fast.adapt.source import load_backbone, load_init, read_backbone
 from lse_fast.adapt.tensorboard import check_available as check_tensorboard
 
 
 def prepare(argv=None):
-    """(run, context, model, initial) for `argv`, every check done first."""
+    """(run, context, model, initial) for `argv`, every check done first.
+
+    A new run's directory (config.yaml, metrics.json) is written as soon as
+    the options are valid, so a kill from then on leaves a directory that
+    --resume continues; a bad dataset or --init checkpoint found while
+    loading them removes it again (a ConfigError leaves nothing behind)."""
     args = build_parser().parse_args(argv)
+    check_kill_hook()
+    run = None
     if args.resume:
         cfg = make_config(args, base=Run.load_config(args.resume))
-        Run.read_metrics(args.resume)
+        Run.check_resumable(args.resume)
     else:
         cfg = make_config(args)
-        Run.check_new(cfg)
     cfg.check_runnable()
     if cfg.tensorboard:
         check_tensorboard()
-    backbone, normalization = read_backbone(cfg) if cfg.backbone and not cfg.init else (None, None)
-    ctx, model = make_context(cfg, normalization)
-    if backbone is not None:
-        load_backbone(cfg, model, backbone)
-        model.to(ctx.device)
-    initial = NOT_LOADED
-    if cfg.init and not args.resume:
-        initial = load_init(cfg, model)
-        model.to(ctx.device)
-    run = Run.resume(args.resume, cfg) if args.resume else Run.create(cfg)
+    if not args.resume:
+        run = Run.create(cfg)
+    try:
+        backbone, normalization = read_backbone(cfg) if cfg.backbone and not cfg.init else (None, None)
+        ctx, model = make_context(cfg, normalization)
+        if backbone is not None:
+            load_backbone(cfg, model, backbone)
+            model.to(ctx.device)
+        initial = NOT_LOADED
+        if cfg.init and not args.resume:
+            initial = load_init(cfg, model)
+            model.to(ctx.device)
+    except ConfigError:
+        if run is not None:
+            run.discard()
+        raise
+    if args.resume:
+        run = Run.resume(args.resume, cfg)
     return run, ctx, model, initial
 
 

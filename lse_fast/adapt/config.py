@@ -208,6 +208,11 @@ class AdaptConfig:
         choices=("auto", "cpu"),
     )
     num_threads: int = _f(2, "loader worker threads")
+    skip_bad_files: bool = _f(
+        False,
+        "skip an image or label that cannot be decoded (logged once, listed in metrics.json 'skipped_files' "
+        "and counted at the end) instead of stopping the run with an error naming the file",
+    )
     seed: int = _f(0, "random seed (CPU runs are deterministic)")
     run_dir: typing.Optional[str] = _f(None, "run directory (default runs/<timestamp> in the current directory)")
     cache_dir: typing.Optional[str] = _f(

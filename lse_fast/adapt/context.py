@@ -264,15 +264,24 @@ class Context:
         self.loader_device = "cpu"
         if self.device.type == "cuda" and cfg.loader_device == "auto":
             self.loader_device = "cuda" if self.device.index is None else f"cuda:{self.device.index}"
+        self.bad_files = {}  # path -> reason, with --skip-bad-files
         val_size = None if cfg.eval_size == "native" else tuple(cfg.image_size)
         self.val_loader = self.loader(self.val, batch_size=cfg.score_batch_size, size=val_size)
+
+    def _bad_file(self, path, message):
+        """--skip-bad-files: an unreadable file, logged the first time."""
+        if path not in self.bad_files:
+            self.bad_files[path] = message
+            log(f"[data] skipping an unreadable file (--skip-bad-files): {message}")
 
     def loader(self, dataset, *, batch_size, size, shuffle=False, seed=0, train=False):
         """A loader of `dataset` (DALI or PIL, see --loader) delivering batches
         on ``loader_device``; the stages move them to the model's device."""
         make = dali_loader if self.loader_kind == "dali" else pil_loader
-        return make(dataset, batch_size=batch_size, size=None if size is None else tuple(size), shuffle=shuffle, seed=seed, train=train,
-                    device=self.loader_device, num_threads=self.cfg.num_threads, normalization=self.normalization)
+        return make(dataset, batch_size=batch_size, size=None if size is None else tuple(size), shuffle=shuffle,
+                    seed=seed, train=train, device=self.loader_device, num_threads=self.cfg.num_threads,
+                    normalization=self.normalization,
+                    on_bad_file=self._bad_file if self.cfg.skip_bad_files else None)
 
 
 def resolve_loader(kind: str) -> str:

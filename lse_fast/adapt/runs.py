@@ -1,16 +1,31 @@
 """Run directory: config.yaml, metrics.json, checkpoints, provenance, resume.
 
-Every file is written to a temporary name and renamed into place, so a run
-killed at any moment leaves the last finished round's checkpoint and
-metrics intact: ``--resume`` loses at most the round in progress.
+Every artefact is written atomically (:func:`atomic_write`: a temporary
+file in the same folder, fsync, ``os.replace``, fsync of the folder), so a
+file is either its previous complete version or its new complete version,
+never half written; leftover ``*.tmp`` files are ignored and removed on
+``--resume``. The run directory (config.yaml, then metrics.json) is created
+right after the options are checked, so a run killed at any later moment,
+even in its first seconds, leaves a directory that ``--resume`` continues.
+A resumed run redoes the round in progress from the last finished round's
+checkpoint; every round's randomness is derived from (seed, round, stage),
+so the result equals that of an uninterrupted run (on a CPU, exactly).
+
+Test hook: the environment variable ``LSE_FAST_KILL_AT=STAGE:COUNT[:SIGNAL]``
+makes the driver send itself SIGNAL (KILL by default, or INT) the COUNT-th
+time it reaches STAGE (:data:`KILL_STAGES`); tests use it to kill a run at a
+deterministic point.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -25,15 +40,126 @@ from lse_fast.adapt.config import AdaptConfig, ConfigError, from_dict
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
+TMP_SUFFIX = ".tmp"
+
+# --------------------------------------------------------------------------- kill points (test hook)
+KILL_ENV = "LSE_FAST_KILL_AT"
+KILL_STAGES = {
+    "start": "the run directory was just created (before data and model are loaded)",
+    "source": "after a source-training step",
+    "score": "after a batch of target images was scored",
+    "select": "in the selection step, after the scores are complete",
+    "train": "after a self-training step",
+    "checkpoint": "in the middle of writing a checkpoint (half of its bytes in the temporary file)",
+    "metrics": "in the middle of writing metrics.json",
+    "round": "after a round was recorded",
+}
+_kill_counts: dict = {}
 
 
-def _atomic_write(path: Path, data: bytes):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _kill_spec():
+    text = os.environ.get(KILL_ENV)
+    if not text:
+        return None
+    parts = text.split(":")
+    sig = parts[2].upper() if len(parts) == 3 else "KILL"
+    ok = len(parts) in (2, 3) and parts[0] in KILL_STAGES and parts[1].isdigit() and int(parts[1]) >= 1
+    if not ok or sig not in ("KILL", "INT"):
+        raise ConfigError(
+            f"lse_fast.adapt: {KILL_ENV} (a test hook) must be STAGE:COUNT[:KILL|INT] with STAGE one of "
+            f"{', '.join(KILL_STAGES)} and COUNT >= 1, got {text!r}"
+        )
+    return parts[0], int(parts[1]), signal.SIGKILL if sig == "KILL" else signal.SIGINT
+
+
+def check_kill_hook() -> None:
+    """ConfigError for a malformed ``LSE_FAST_KILL_AT`` (checked at the start)."""
+    _kill_spec()
+
+
+def kill_point(stage: str) -> None:
+    """Test hook: sends this process the signal of ``LSE_FAST_KILL_AT`` the
+    COUNT-th time `stage` is reached; nothing when the variable is unset."""
+    spec = _kill_spec()
+    if spec is None:
+        return
+    assert stage in KILL_STAGES, stage
+    _kill_counts[stage] = _kill_counts.get(stage, 0) + 1
+    if spec[0] == stage and _kill_counts[stage] == spec[1]:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), spec[2])
+        if spec[2] == signal.SIGINT:
+            time.sleep(1.0)  # the KeyboardInterrupt is raised here, at the next bytecode
+
+
+# --------------------------------------------------------------------------- atomic files
+def _write_all(f, data: bytes) -> None:
+    """f.write(data) (one place, so tests can make the disk full)."""
+    f.write(data)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # a platform without directory fds: the rename itself is atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_error(path, e: OSError) -> OSError:
+    """The OSError of a failed write, naming the file and what to do."""
+    what = os.strerror(e.errno) if e.errno else str(e)
+    hint = "; free some space, then continue the run with --resume" if e.errno == errno.ENOSPC else ""
+    err = OSError(f"lse_fast.adapt: cannot write {str(path)!r}: {what} (errno {e.errno}){hint}")
+    err.errno = e.errno  # str(err) stays the one line above
+    return err
+
+
+def atomic_write(path, data: bytes, stage: str | None = None) -> None:
+    """Writes `data` to `path` atomically: a reader sees the old file or the
+    new one, never a part. A failed write (e.g. ENOSPC) leaves the old file,
+    removes the temporary one and raises an OSError naming `path`."""
+    path = Path(path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as f:
+            half = len(data) // 2
+            _write_all(f, data[:half])
+            if stage is not None:
+                f.flush()
+                kill_point(stage)
+            _write_all(f, data[half:])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, e) from None
+    _fsync_dir(path.parent)
+
+
+def atomic_torch_save(obj, path, stage: str | None = None) -> None:
+    """torch.save through :func:`atomic_write`."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue(), stage=stage)
+
+
+def remove_stale_tmp(path: Path) -> list:
+    """Removes the temporary files of writes a kill interrupted."""
+    gone = []
+    for d in (path, path / "checkpoints", path / "plots"):
+        if d.is_dir():
+            for f in d.glob("*" + TMP_SUFFIX):
+                f.unlink(missing_ok=True)
+                gone.append(f.name)
+    return gone
 
 
 def _clean(obj):
@@ -91,38 +217,83 @@ def provenance(seed: int) -> dict:
 class Run:
     """A run directory."""
 
-    def __init__(self, path: Path, config: AdaptConfig, metrics: dict):
+    def __init__(self, path: Path, config: AdaptConfig, metrics: dict, *, created: bool = False):
         self.path = Path(path)
         self.config = config
         self.metrics = metrics
-        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (self.path / "plots").mkdir(exist_ok=True)
+        self.created = created  # this invocation made the directory (removed again by discard())
+
+    def _make_subdirs(self):
+        try:
+            (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (self.path / "plots").mkdir(exist_ok=True)
+        except OSError as e:
+            raise write_error(self.path, e) from None
 
     # -- creation / resume ------------------------------------------------
     @staticmethod
+    def _entries(path: Path) -> list:
+        """Names in `path`, leftover temporary files left out."""
+        return sorted(e.name for e in path.iterdir() if not e.name.endswith(TMP_SUFFIX))
+
+    @staticmethod
     def check_new(config: AdaptConfig) -> None:
-        """ConfigError when --run-dir already holds a run (checked before
-        anything is written)."""
-        if config.run_dir and (Path(config.run_dir) / METRICS).exists():
-            path = Path(config.run_dir)
+        """ConfigError when --run-dir already holds a run or other files, or
+        cannot be written (checked before anything is written)."""
+        if not config.run_dir:
+            return
+        path = Path(config.run_dir)
+        if path.is_dir():
+            entries = Run._entries(path)
+            if CONFIG in entries or METRICS in entries:
+                raise ConfigError(
+                    f"lse_fast.adapt: run directory {str(path)!r} already holds a run; "
+                    f"continue it with --resume {path} or choose another --run-dir"
+                )
+            if entries:
+                shown = ", ".join(entries[:5]) + (" ..." if len(entries) > 5 else "")
+                raise ConfigError(
+                    f"lse_fast.adapt: `run_dir` {str(path)!r} exists and is not empty (holds {shown}); "
+                    "give a new or empty directory"
+                )
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"lse_fast.adapt: `run_dir` {str(path)!r}: {str(existing)!r} is not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
             raise ConfigError(
-                f"lse_fast.adapt: run directory {str(path)!r} already holds a run; "
-                f"continue it with --resume {path} or choose another --run-dir"
+                f"lse_fast.adapt: `run_dir` {str(path)!r} cannot be written ({str(existing)!r} is not "
+                "writable); choose another --run-dir"
             )
 
     @staticmethod
-    def read_metrics(path) -> dict:
-        """metrics.json of an existing run directory (read only)."""
+    def read_metrics(path, *, missing_ok: bool = False):
+        """metrics.json of an existing run directory (read only); None when
+        it is missing and `missing_ok` (a run killed before writing it)."""
         mfile = Path(path) / METRICS
         if not mfile.is_file():
+            if missing_ok:
+                return None
             raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: no {METRICS} there (not a run directory)")
         try:
-            return json.loads(mfile.read_text())
-        except json.JSONDecodeError as e:
+            data = json.loads(mfile.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: {METRICS} is not valid JSON ({e})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("rounds", []), list):
+            raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: {METRICS} is not the metrics of a run "
+                              "(expected an object with a 'rounds' list)")
+        return data
+
+    @staticmethod
+    def _fresh_metrics(config: AdaptConfig) -> dict:
+        return {"provenance": provenance(config.seed), "source_only": None, "rounds": []}
 
     @classmethod
     def create(cls, config: AdaptConfig) -> "Run":
+        """A new run directory holding config.yaml and metrics.json (the
+        first things written, so a kill from here on leaves a resumable
+        directory)."""
         cls.check_new(config)
         if config.run_dir:
             path = Path(config.run_dir)
@@ -133,27 +304,65 @@ class Run:
             while path.exists():
                 path = Path("runs") / f"{stamp}-{i}"
                 i += 1
-        path.mkdir(parents=True, exist_ok=True)
+        created = not path.exists()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(path, e) from None
         config.run_dir = str(path)
-        run = cls(path, config, {"provenance": provenance(config.seed), "source_only": None, "rounds": []})
-        run.save_config()
-        run.save_metrics()
+        run = cls(path, config, cls._fresh_metrics(config), created=created)
+        try:
+            run.save_config()
+            run.save_metrics()
+            run._make_subdirs()
+        except OSError:
+            run.discard()
+            raise
+        kill_point("start")
         return run
+
+    def discard(self) -> None:
+        """Removes what :meth:`create` wrote (a run stopped by a bad option
+        or dataset before its first result leaves nothing behind)."""
+        for name in (CONFIG, METRICS, CONFIG + TMP_SUFFIX, METRICS + TMP_SUFFIX):
+            (self.path / name).unlink(missing_ok=True)
+        for sub in ("checkpoints", "plots"):
+            d = self.path / sub
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        if self.created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     @staticmethod
     def load_config(path) -> dict:
         path = Path(path)
+        if not path.is_dir():
+            raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: no such directory")
         cfg = path / CONFIG
         if not cfg.is_file():
+            if not Run._entries(path):
+                raise ConfigError(
+                    f"lse_fast.adapt: --resume {str(path)!r}: the directory is empty, not a run directory (a "
+                    "run killed before it wrote config.yaml leaves it so): start the run again without --resume"
+                )
             raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: no {CONFIG} there (not a run directory)")
-        data = yaml.safe_load(cfg.read_text()) or {}
+        try:
+            data = yaml.safe_load(cfg.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: {CONFIG} is not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: {CONFIG} must hold a mapping of options")
         data.pop("run_dir", None)
         return data
 
     @classmethod
-    def resume(cls, path, config: AdaptConfig) -> "Run":
+    def check_resumable(cls, path):
+        """metrics.json of the run at `path` (None when a kill came before it
+        was written); ConfigError when the directory is inconsistent."""
         path = Path(path)
-        metrics = cls.read_metrics(path)
+        metrics = cls.read_metrics(path, missing_ok=True)
+        if metrics is None:
+            return None
         done = len(metrics.get("rounds", []))
         if done and not (path / "checkpoints" / f"round_{done}.pt").is_file():
             raise ConfigError(
@@ -163,8 +372,21 @@ class Run:
         if done and metrics.get("source_only") is None:
             raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: metrics.json lists {done} rounds "
                               "but no source-only result; the run directory is inconsistent")
+        return metrics
+
+    @classmethod
+    def resume(cls, path, config: AdaptConfig) -> "Run":
+        path = Path(path)
+        metrics = cls.check_resumable(path)
+        if metrics is None:  # killed between config.yaml and metrics.json: nothing done yet
+            metrics = cls._fresh_metrics(config)
+        remove_stale_tmp(path)
+        done = len(metrics.get("rounds", []))
+        metrics.setdefault("rounds", [])
+        metrics.setdefault("source_only", None)
         config.run_dir = str(path)
         run = cls(path, config, metrics)
+        run._make_subdirs()
         run.metrics.setdefault("resumed", []).append({"after_round": done, "provenance": provenance(config.seed)})
         run.save_config()
         run.save_metrics()
@@ -172,10 +394,10 @@ class Run:
 
     # -- files ----------------------------------------------------------------
     def save_config(self):
-        _atomic_write(self.path / CONFIG, yaml.safe_dump(self.config.to_dict(), sort_keys=False).encode())
+        atomic_write(self.path / CONFIG, yaml.safe_dump(self.config.to_dict(), sort_keys=False).encode())
 
     def save_metrics(self):
-        _atomic_write(self.path / METRICS, json.dumps(_clean(self.metrics), indent=1).encode())
+        atomic_write(self.path / METRICS, json.dumps(_clean(self.metrics), indent=1).encode(), stage="metrics")
 
     def finished_rounds(self) -> int:
         return len(self.metrics.get("rounds", []))
@@ -187,9 +409,8 @@ class Run:
     def save_checkpoint(self, r: int, model: torch.nn.Module) -> Path:
         """checkpoints/round_<r>.pt (round 0: the starting, source-only model)."""
         ckpt = self.path / "checkpoints" / f"round_{r}.pt"
-        tmp = ckpt.with_name(ckpt.name + ".tmp")
-        torch.save({"round": r, "model": model.state_dict(), "config": self.config.to_dict()}, tmp)
-        os.replace(tmp, ckpt)
+        atomic_torch_save({"round": r, "model": model.state_dict(), "config": self.config.to_dict()}, ckpt,
+                          stage="checkpoint")
         return ckpt
 
     def save_round(self, round_metrics: dict, model: torch.nn.Module):
@@ -202,11 +423,28 @@ class Run:
             for old in (self.path / "checkpoints").glob("round_*.pt"):
                 if old != ckpt:
                     old.unlink()
+        kill_point("round")
 
     def load_round(self, model: torch.nn.Module, round_index: int):
         p = self.checkpoint_path(round_index)
-        state = torch.load(p, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or "model" not in state:
+                raise ValueError("no 'model' entry")
+        except Exception as e:  # noqa: BLE001  (torch raises many types for a damaged file)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise RuntimeError(
+                f"lse_fast.adapt: --resume: checkpoint {str(p)!r} is not a readable round checkpoint "
+                f"(truncated or damaged: {type(e).__name__}: {first[:160]}); the run cannot continue from it"
+            ) from None
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise RuntimeError(
+                f"lse_fast.adapt: --resume: checkpoint {str(p)!r} does not fit this run's model ({first[:200]}); "
+                "was an option such as --model or --num-classes given with --resume changed?"
+            ) from None
 
 
 def config_from_run(path) -> dict:

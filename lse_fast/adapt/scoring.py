@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from lse_fast import selection as sel
 from lse_fast.adapt.context import Context, autocast, log, progress_bar
+from lse_fast.adapt.runs import kill_point
 
 
 @dataclass
@@ -110,6 +111,7 @@ def score_target(ctx: Context, model, portion: float) -> ScoreResult:
                 ent[idx] = minmax_class_entropy_sums(s, c).cpu()
             else:
                 ent[idx] = s.class_entropy.cpu().double()
+            kill_point("score")
             if not keep_maps:
                 continue
             p = torch.softmax(logits, dim=1).cpu()

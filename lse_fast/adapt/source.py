@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 
 import torch
@@ -16,7 +15,9 @@ import torch.nn.functional as F
 import lse_fast
 from lse_fast import models
 from lse_fast.adapt.config import AdaptConfig, ConfigError
-from lse_fast.adapt.context import Context, infinite, log, progress_bar, seed_for, synthetic_dir
+from lse_fast.adapt.context import Context, build_model, infinite, log, progress_bar, seed_for, synthetic_dir
+from lse_fast.adapt.runs import atomic_torch_save, kill_point
+from lse_fast.adapt.training import check_loss
 
 
 def load_init(cfg: AdaptConfig, model) -> str:
@@ -138,9 +139,15 @@ def pretrain_source(ctx: Context, model):
     cfg = ctx.cfg
     path = source_checkpoint_path(ctx)
     if path.is_file():
-        log(f"[source] reusing the source-trained model {path}")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
-        return str(path)
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+            log(f"[source] reusing the source-trained model {path}")
+            return str(path)
+        except Exception as e:  # noqa: BLE001  (a damaged cache file: made again)
+            log(f"[source] the cached source model {path} cannot be loaded ({type(e).__name__}: {e}); "
+                "training it again")
+            torch.manual_seed(seed_for(cfg.seed, 0, 0))
+            model.load_state_dict(build_model(cfg).state_dict())
     if cfg.pretrain_iters == 0:
         log("[source] pretrain_iters = 0: starting from the untrained model")
         return None
@@ -158,24 +165,23 @@ def pretrain_source(ctx: Context, model):
     model.train()
     bar = progress_bar(range(n), total=n, desc="source", enabled=ctx.progress)
     last = float("nan")
-    for _ in bar:
+    for step in bar:
         b = next(batches)
         x, y = b["image"].to(ctx.device), b["label"].to(ctx.device)
         if cfg.pretrain_color_aug:
             x = color_augment(x, aug_gen)
         out = F.interpolate(model(x).float(), size=tuple(y.shape[-2:]), mode="bilinear", align_corners=False)
         loss = ctx.ops.focal_ce_loss(out, y, gamma=0.0, beta=0.0)
+        last = check_loss(float(loss.detach()), f"source training, step {step + 1}/{n} (nothing is cached)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        last = float(loss.detach())
+        kill_point("source")
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{last:.4f}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "config": cfg.to_dict()}, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save({"model": model.state_dict(), "config": cfg.to_dict()}, path)
     log(f"[source] done in {time.perf_counter() - t0:.1f} s (last loss {last:.4f}); cached at {path}")
     return str(path)
 

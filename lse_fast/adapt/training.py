@@ -16,7 +16,23 @@ import torch.nn.functional as F
 
 from lse_fast.adapt.context import Context, Timer, View, autocast, infinite, progress_bar, seed_for
 from lse_fast.adapt.patches import PatchPlan, make_patches, plan_patches
+from lse_fast.adapt.runs import kill_point
 from lse_fast.adapt.scoring import ScoreResult
+
+
+class NonFiniteLoss(RuntimeError):
+    """A NaN or infinite training loss: the step is not taken and the round
+    stops (the run directory keeps the last finished round)."""
+
+
+def check_loss(value: float, where: str) -> float:
+    """`value`, or NonFiniteLoss naming where it happened."""
+    if not math.isfinite(value):
+        raise NonFiniteLoss(
+            f"lse_fast.adapt: {where}: the loss is {value} (not finite); the step was not taken and the round "
+            "is stopped. Lower --lr, check the data (or run with --verify), then continue with --resume"
+        )
+    return value
 
 
 @dataclass
@@ -89,9 +105,10 @@ def supervised_loss(ctx: Context, model, x, y, gamma, beta):
     return loss, out
 
 
-def train_step(ctx: Context, model, opt, sched, target_batch, source_batches) -> float:
+def train_step(ctx: Context, model, opt, sched, target_batch, source_batches, where="a training step") -> float:
     """One optimiser step on a batch of target patches (and a source batch
-    when the source term is on); returns the loss."""
+    when the source term is on); returns the loss. A NaN or infinite loss
+    raises NonFiniteLoss before the step is taken."""
     cfg = ctx.cfg
     px, py = target_batch
     loss, out = supervised_loss(ctx, model, px, py, cfg.gamma, cfg.beta)
@@ -102,12 +119,13 @@ def train_step(ctx: Context, model, opt, sched, target_batch, source_batches) ->
         sx, sy = sb["image"].to(ctx.device), sb["label"].to(ctx.device)
         source_loss, _ = supervised_loss(ctx, model, sx, sy, 0.0, 0.0)
         loss = loss + cfg.source_weight * source_loss
+    value = check_loss(float(loss.detach()), where)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     if sched is not None:
         sched.step()
-    return float(loss.detach())
+    return value
 
 
 def train_round(ctx: Context, model, scores: ScoreResult, selection, round_index: int, timer: Timer) -> TrainResult:
@@ -138,8 +156,10 @@ def train_round(ctx: Context, model, scores: ScoreResult, selection, round_index
     batches = patch_batches(ctx, plan, scores, images, shuffle_gen, timer)
     losses = []
     bar = progress_bar(range(total_steps), total=total_steps, desc=f"train r{round_index}", enabled=ctx.progress)
-    for _ in bar:
-        losses.append(train_step(ctx, model, opt, sched, next(batches), source_batches))
+    for step in bar:
+        where = f"round {round_index}, step {step + 1}/{total_steps}"
+        losses.append(train_step(ctx, model, opt, sched, next(batches), source_batches, where))
+        kill_point("train")
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
     batches.close()

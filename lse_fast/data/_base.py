@@ -19,6 +19,16 @@ NORMALIZATIONS = ("imagenet", "caffe")
 DEFAULT_SCALE_RANGE = (0.5, 1.5)
 
 
+class UnreadableFile(RuntimeError):
+    """An image or label file that cannot be decoded (or does not fit its
+    pair); ``path`` names it. Loaders given ``on_bad_file`` skip such
+    samples and report them instead of raising."""
+
+    def __init__(self, path, message):
+        super().__init__(message)
+        self.path = str(path)
+
+
 def normalization_constants(normalization):
     """(channel order, mean, std) in 0..255 units, per output channel."""
     if normalization == "imagenet":
@@ -34,7 +44,7 @@ def _image_size(path):
         with Image.open(path) as im:
             w, h = im.size
     except Exception as e:  # PIL raises several types; name the file
-        raise RuntimeError(f"lse_fast.data: cannot decode image file {str(path)!r}: {e}") from None
+        raise UnreadableFile(path, f"lse_fast.data: cannot decode image file {str(path)!r}: {e}") from None
     return h, w
 
 
@@ -77,9 +87,9 @@ def _open_label_array(path, channel, multichannel=False):
     except _BadLabelMode:
         raise
     except Exception as e:
-        raise RuntimeError(f"lse_fast.data: cannot decode label file {str(path)!r}: {e}") from None
+        raise UnreadableFile(path, f"lse_fast.data: cannot decode label file {str(path)!r}: {e}") from None
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_:
-        raise RuntimeError(f"lse_fast.data: label file {str(path)!r} is not an integer label map "
+        raise UnreadableFile(path, f"lse_fast.data: label file {str(path)!r} is not an integer label map "
                            f"(got array {arr.dtype} {arr.shape})")
     return arr
 
@@ -117,7 +127,8 @@ def read_sample(dataset, i, need_bytes):
                           RuntimeWarning, stacklevel=2)
             label = resize_nearest(label, hw)
         elif label.shape != hw:
-            raise RuntimeError(
+            raise UnreadableFile(
+                dataset.label_path(i),
                 f"lse_fast.data: label {dataset.label_path(i)!r} is {label.shape[0]}x{label.shape[1]} "
                 f"but its image {path!r} is {hw[0]}x{hw[1]}")
     return data, hw, label
@@ -200,8 +211,11 @@ class LoaderBase:
 
     def __init__(self, dataset, *, batch_size, size=None, train=False, shuffle=False, seed=0, device="cpu",
                  num_threads=2, shard_id=0, num_shards=1, normalization="imagenet",
-                 scale_range=DEFAULT_SCALE_RANGE, flip=True, drop_last=None):
+                 scale_range=DEFAULT_SCALE_RANGE, flip=True, drop_last=None, on_bad_file=None):
         who = self.who
+        if on_bad_file is not None and not callable(on_bad_file):
+            raise TypeError(f"{who}: `on_bad_file` must be None or a callable(path, message), got {on_bad_file!r}")
+        self.on_bad_file = on_bad_file
         if not hasattr(dataset, "image_path") or not hasattr(dataset, "__len__"):
             raise TypeError(f"{who}: `dataset` must be an lse_fast.data dataset, got {type(dataset).__name__}")
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
@@ -283,9 +297,28 @@ class LoaderBase:
         return draw_aug(self.seed, epoch, index, hw, self.size, self.scale_range, self.flip)
 
     def _load(self, indices, need_bytes):
+        """read_sample of every index; None for a sample skipped as
+        unreadable (only with ``on_bad_file``)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.num_threads, thread_name_prefix="lse_fast_data")
-        return list(self._pool.map(lambda i: read_sample(self.dataset, int(i), need_bytes), indices))
+        return list(self._pool.map(lambda i: self._guard(read_sample, self.dataset, int(i), need_bytes), indices))
+
+    def _guard(self, fn, *args):
+        """fn(*args); with ``on_bad_file``, an UnreadableFile is reported
+        and None returned instead of raised."""
+        try:
+            return fn(*args)
+        except UnreadableFile as e:
+            if self.on_bad_file is None:
+                raise
+            self.on_bad_file(e.path, str(e))
+            return None
+
+    @staticmethod
+    def _kept(indices, loaded):
+        """(indices, loaded) without the samples skipped as unreadable."""
+        keep = [k for k, s in enumerate(loaded) if s is not None]
+        return [indices[k] for k in keep], [loaded[k] for k in keep]
 
     def _check_native(self, indices, sizes):
         if self.size is None and not self.train and len(set(sizes)) > 1:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from lse_fast.data._base import LoaderBase, crop_nearest, normalization_constants, resize_nearest
+from lse_fast.data._base import LoaderBase, UnreadableFile, crop_nearest, normalization_constants, resize_nearest
 
 DALI_INSTALL = "pip install 'nvidia-dali-cuda130>=2.4,<3'"
 
@@ -107,7 +107,9 @@ class DaliLoader(LoaderBase):
 
     # -- batches ------------------------------------------------------------
     def _prepare(self, epoch, indices):
-        loaded = self._load(indices, need_bytes=True)
+        indices, loaded = self._kept(indices, self._load(indices, need_bytes=True))
+        if not indices:
+            return indices, None  # every image of the batch skipped as unreadable
         sizes = [hw for _, hw, _ in loaded]
         self._check_native(indices, sizes)
         feed = {"enc": [d for d, _, _ in loaded]}
@@ -131,16 +133,24 @@ class DaliLoader(LoaderBase):
             feed["lab"] = [lab[:, :, None] for lab in labels]
         return indices, feed
 
-    def _diagnose(self, indices, err):
-        """DALI reports a failed decode without the file: find it with PIL."""
+    def _undecodable(self, indices):
+        """[(position, UnreadableFile)] of the images PIL cannot decode."""
         from PIL import Image
-        for i in indices:
+        bad = []
+        for k, i in enumerate(indices):
             path = self.dataset.image_path(int(i))
             try:
                 with Image.open(path) as im:
                     im.load()
             except Exception as e:
-                return RuntimeError(f"lse_fast.data: cannot decode image file {path!r}: {e}")
+                bad.append((k, UnreadableFile(path, f"lse_fast.data: cannot decode image file {path!r}: {e}")))
+        return bad
+
+    def _diagnose(self, indices, err):
+        """DALI reports a failed decode without the file: find it with PIL."""
+        bad = self._undecodable(indices)
+        if bad:
+            return bad[0][1]
         return RuntimeError(f"{self.who}: the DALI pipeline failed on images "
                             f"{[self.dataset.image_path(int(i)) for i in indices]}: {err}")
 
@@ -154,7 +164,16 @@ class DaliLoader(LoaderBase):
             outs = self._pipe.run()
         except Exception as e:  # the pipeline object is invalid after an error
             self._pipe = None
-            raise self._diagnose(indices, e) from None
+            bad = self._undecodable(indices) if self.on_bad_file is not None else []
+            if not bad:
+                raise self._diagnose(indices, e) from None
+            for _, b in bad:
+                self.on_bad_file(b.path, str(b))
+            drop = {k for k, _ in bad}
+            keep = [k for k in range(len(indices)) if k not in drop]
+            if not keep:
+                return None
+            return self._run([indices[k] for k in keep], {name: [data[k] for k in keep] for name, data in feed.items()})
         dev = torch.device(self.device)
         stream = torch.cuda.current_stream(dev) if self.cuda else None
         img_tl = outs[0]
@@ -182,7 +201,9 @@ class DaliLoader(LoaderBase):
             indices, feed = nxt.result()
             if k + 1 < len(batches):
                 nxt = self._prefetcher.submit(self._prepare, epoch, batches[k + 1])
-            yield self._run(indices, feed)
+            out = self._run(indices, feed) if indices else None
+            if out is not None:  # None: every image of the batch skipped as unreadable
+                yield out
 
     def __del__(self):
         super().__del__()

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lse_fast.data._base import LoaderBase, normalization_constants, resize_nearest
+from lse_fast.data._base import LoaderBase, UnreadableFile, normalization_constants, resize_nearest
 
 
 def _resize_bilinear(img, out_hw):
@@ -50,7 +50,7 @@ class PILLoader(LoaderBase):
             with Image.open(path) as im:
                 img = np.asarray(im.convert("RGB"), dtype=np.float32)
         except Exception as e:
-            raise RuntimeError(f"lse_fast.data: cannot decode image file {path!r}: {e}") from None
+            raise UnreadableFile(path, f"lse_fast.data: cannot decode image file {path!r}: {e}") from None
         hw = img.shape[:2]
         if self.train:
             p = self.aug(epoch, index, hw)
@@ -72,13 +72,19 @@ class PILLoader(LoaderBase):
 
     def _iterate(self, epoch):
         for indices in self.batches(epoch):
-            loaded = self._load(indices, need_bytes=False)
+            indices, loaded = self._kept(indices, self._load(indices, need_bytes=False))
             self._check_native(indices, [hw for _, hw, _ in loaded])
-            imgs, labels = [], []
+            imgs, labels, kept = [], [], []
             for i, (_, _, lab) in zip(indices, loaded):
-                img, lab = self._sample(epoch, i, lab)
-                imgs.append(img)
-                labels.append(lab)
+                sample = self._guard(self._sample, epoch, i, lab)
+                if sample is None:
+                    continue
+                imgs.append(sample[0])
+                labels.append(sample[1])
+                kept.append(i)
+            indices = kept
+            if not indices:
+                continue  # every image of the batch skipped as unreadable
             out = {"image": torch.from_numpy(np.stack(imgs)),
                    "index": torch.as_tensor(np.asarray(indices, dtype=np.int64))}
             if self.dataset.has_labels:
@@ -89,8 +95,10 @@ class PILLoader(LoaderBase):
 
 
 def loader(dataset, *, batch_size, size=None, train=False, shuffle=False, seed=0, device="cpu", num_threads=2,
-           shard_id=0, num_shards=1, normalization="imagenet", scale_range=(0.5, 1.5), flip=True, drop_last=None):
+           shard_id=0, num_shards=1, normalization="imagenet", scale_range=(0.5, 1.5), flip=True, drop_last=None,
+           on_bad_file=None):
     """PIL/NumPy loader with the interface of `lse_fast.data.loader` (test oracle)."""
     return PILLoader(dataset, batch_size=batch_size, size=size, train=train, shuffle=shuffle, seed=seed,
                      device=device, num_threads=num_threads, shard_id=shard_id, num_shards=num_shards,
-                     normalization=normalization, scale_range=scale_range, flip=flip, drop_last=drop_last)
+                     normalization=normalization, scale_range=scale_range, flip=flip, drop_last=drop_last,
+                     on_bad_file=on_bad_file)
