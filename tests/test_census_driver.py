@@ -77,7 +77,8 @@ CASES = {
     "lr-negative": (lambda t, r: ["--lr=-1e-4"], 2, r"`lr` must be positive, got -0.0001", None),
     "gamma-negative": (lambda t, r: ["--gamma", "-1"], 2, r"`gamma` must be >= 0, got -1", None),
     "batch-size-zero": (lambda t, r: ["--batch-size", "0"], 2, r"`batch_size` must be a positive integer, got 0", None),
-    "num-classes-zero": (lambda t, r: ["--num-classes", "0"], 2, r"`num_classes` must be a positive integer", None),
+    "num-classes-zero": (lambda t, r: ["--num-classes", "0"], 2,
+                         r"`num_classes` must be 19 \(Cityscapes trainIds\) or 16 \(SYNTHIA's 16 classes\), got 0", None),
     "patch-scale-above-one": (lambda t, r: ["--patch-scale", "1.5"], 2, r"`patch_scale` must be in \(0, 1\], got 1.5", None),
     "device-unknown": (lambda t, r: ["--device", "tpu"], 2, r"`device` must be auto, cpu, cuda or cuda:N, got 'tpu'", None),
     # --- conflicting options ----------------------------------------------------
@@ -123,7 +124,7 @@ CASES = {
     "resume-checkpoint-damaged": (lambda t, r: ["--resume", str(_make_run(t, rounds=1))] + TINY, 1,
                                   r"--resume: checkpoint '.*round_1.pt' is not a readable round checkpoint "
                                   r"\(truncated or damaged: UnpicklingError: .*\); the run cannot continue", None),
-    "resume-other-num-classes": (lambda t, r: ["--resume", str(_make_run(t, rounds=1)), "--num-classes", "7"] + TINY, 1,
+    "resume-other-num-classes": (lambda t, r: ["--resume", str(_make_run(t, rounds=1)), "--num-classes", "16"] + TINY, 1,
                                  r"checkpoint '.*round_1.pt' does not fit this run's model \(Error\(s\) in loading "
                                  r"state_dict.*\); was an option such as --model or --num-classes given with --resume",
                                  None),
