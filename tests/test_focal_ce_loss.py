@@ -146,6 +146,54 @@ def test_extreme_logits_stay_finite():
     assert_close(grad, want_grad, atol=grad_atol(want_grad), rtol=1e-4, name="grad")
 
 
+# Non-finite logits: (class offset from the pixel's target, value, ignored
+# pixel). The fused op must give NaN/inf exactly where the reference does, in
+# the loss and in the gradient, so a diverging run is never hidden (issue 15:
+# one NaN logit used to give a finite loss).
+NONFINITE = {
+    "nan_other_class": (1, float("nan"), False),
+    "nan_target_class": (0, float("nan"), False),
+    "pos_inf": (1, float("inf"), False),
+    "neg_inf_other_class": (1, -float("inf"), False),
+    "neg_inf_target_class": (0, -float("inf"), False),
+    "nan_at_ignored_pixel": (1, float("nan"), True),
+}
+
+
+@pytest.mark.parametrize("case", list(NONFINITE))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_nonfinite_logits_propagate_like_reference(case, dtype, reduction):
+    offset, value, ignored = NONFINITE[case]
+    x, t = make_case((2, 19, 16, 24), dtype, ignore_share=0.0)
+    t[0, 5, 7] = 255 if ignored else 4
+    x[0, (4 + offset) % 19, 5, 7] = value
+    a = x.clone().requires_grad_()
+    loss = ops.focal_ce_loss(a, t, reduction=reduction)
+    loss.sum().backward()
+    b = x.clone().requires_grad_()
+    want = reference.focal_ce_loss(b, t, reduction=reduction)
+    want.sum().backward()
+    # Finite elements agree as in test_matches_float64; what matters here is
+    # that NaN and inf sit exactly where the reference puts them.
+    assert_close(loss, want, rtol=1e-4, name="loss")
+    assert_close(a.grad, b.grad.to(dtype), atol=grad_atol(b.grad.nan_to_num(0, 0, 0), 1e-5, dtype),
+                 rtol=2**-7, name="grad")
+    # -inf at another class is a valid softmax input (p_c = 0); every other
+    # case at a counted pixel leaves no finite loss.
+    finite = ignored or case == "neg_inf_other_class"
+    assert bool(torch.isfinite(loss).all()) == finite
+
+
+def test_nan_logit_gives_nan_mean_loss():
+    # The report of issue 15: one NaN logit in a 2x19x16x24 batch.
+    x, t = make_case((2, 19, 16, 24), torch.float32)
+    t[0, 3, 5] = 2
+    x[0, 7, 3, 5] = float("nan")
+    assert torch.isnan(ops.focal_ce_loss(x, t))
+    assert torch.isnan(F.cross_entropy(x, t, ignore_index=255))
+
+
 def test_gradcheck_float64():
     x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
     t = torch.randint(0, 4, (2, 5, 6))

@@ -53,9 +53,7 @@ LSE_HD double focal_tile_body(const TileIO<A>& io, T* grad_out, int64_t grad_str
   double total = 0.0;
   for (int64_t p = 0; p < len; ++p) {
     const bool valid = io.cls[p] >= 0;
-    const A log_pt = xt[p] - m[p] - log_ge1_t(s[p]);
-    // log_pt can round a hair above 0 when p_t ~ 1; the math needs <= 0.
-    const FocalTerms<A> f = focal_terms<A>(log_pt < A(0) ? log_pt : A(0), io.gamma, io.beta);
+    const FocalTerms<A> f = focal_terms<A>(focal_log_pt(xt[p], m[p], s[p]), io.gamma, io.beta);
     const A loss = valid ? f.loss : A(0);
     io.loss[p] = loss;
     coef[p] = valid ? f.dloss_dL * io.grad_scale : A(0);

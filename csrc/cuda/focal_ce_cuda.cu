@@ -77,8 +77,7 @@ __global__ void __launch_bounds__(kThreads)
     A s = A(0);
 #pragma unroll 4
     for (int c = 0; c < num_classes; ++c) s += exp_nonpos_t(to_acc(x[c * g.stride_c]) - m);
-    const A log_pt = xt - m - log_ge1_t(s);
-    const FocalTerms<A> f = focal_terms<A>(log_pt < A(0) ? log_pt : A(0), gamma, beta);
+    const FocalTerms<A> f = focal_terms<A>(focal_log_pt(xt, m, s), gamma, beta);
     const bool is_valid = cls >= 0;
     const A loss = is_valid ? f.loss : A(0);
     my_loss = static_cast<double>(loss);

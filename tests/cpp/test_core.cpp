@@ -66,6 +66,10 @@ void test_log_ge1() {
   }
   EXPECT(worst <= 2.0, "max error %.2f ulp at s=%.9g", worst, worst_at);
   EXPECT(lse::log_ge1(1.0f) == 0.0f, "log(1) = %.9g", lse::log_ge1(1.0f));
+  // A NaN softmax denominator (from a NaN logit) must not decode as a number.
+  EXPECT(std::isnan(lse::log_ge1(NAN)), "log(NaN) is NaN");
+  EXPECT(std::isnan(lse::focal_log_pt(1.0f, 2.0f, NAN)), "log p_t of a NaN denominator is NaN");
+  EXPECT(lse::focal_log_pt(1.0f, 1.0f, 1.0f) == 0.0f, "log p_t clamped to <= 0");
   // Relative accuracy just above 1, where the entropy of confident pixels lives.
   for (float eps : {1e-7f, 1e-5f, 1e-3f}) {
     const float s = 1.0f + eps;
