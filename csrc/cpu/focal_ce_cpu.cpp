@@ -79,25 +79,7 @@ LSE_HD double focal_tile_body(const TileIO<A>& io, T* grad_out, int64_t grad_str
   return total;
 }
 
-template <typename A, typename T>
-double focal_tile_generic(const TileIO<A>& io, T* grad_out, int64_t grad_stride) {
-  return focal_tile_body<A, T>(io, grad_out, grad_stride);
-}
-
-#if LSE_X86_DISPATCH
-template <typename A, typename T>
-LSE_TARGET_AVX2 double focal_tile_avx2(const TileIO<A>& io, T* grad_out, int64_t grad_stride) {
-  return focal_tile_body<A, T>(io, grad_out, grad_stride);
-}
-#endif
-
-template <typename A, typename T>
-double focal_tile(const TileIO<A>& io, T* grad_out, int64_t grad_stride) {
-#if LSE_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return focal_tile_avx2<A, T>(io, grad_out, grad_stride);
-#endif
-  return focal_tile_generic<A, T>(io, grad_out, grad_stride);
-}
+LSE_CPU_DISPATCH(focal_tile, focal_tile_body)
 
 }  // namespace
 
@@ -150,7 +132,7 @@ void focal_ce_cpu_tiles(const T* logits, const PixelGeometry& g, const Tgt* targ
     io.len = t.len;
     io.loss = loss_per_pixel != nullptr ? loss_per_pixel + t.n * pixels + t.pixel : tile_loss.data();
     T* grad_tile = grad != nullptr ? grad + t.n * g.c * pixels + t.pixel : nullptr;
-    partial_loss[tile] = focal_tile<A, T>(io, grad_tile, pixels);
+    partial_loss[tile] = focal_tile(io, grad_tile, pixels);
   }
 }
 

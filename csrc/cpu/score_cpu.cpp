@@ -8,8 +8,8 @@
 #include "cpu/isa.h"
 
 // The hot loops are compiled twice, for AVX2+FMA and for the baseline ISA,
-// and the CPU's features pick one at run time (cpu/isa.h), so a portable
-// build still runs 8-wide where the CPU allows it.
+// and cpu/isa.h picks one at run time (the CPU's features, or
+// LSE_FAST_CPU_ISA), so a portable build still runs 8-wide where it can.
 
 namespace lse::cpu {
 namespace {
@@ -57,35 +57,7 @@ LSE_HD void score_tile_planes_body(const float* planes, int64_t plane_stride, in
   }
 }
 
-using TilePlanesFn = void (*)(const float*, int64_t, int64_t, int64_t, float, float*, int64_t*,
-                              float*, int64_t*, double*, double*);
-
-void score_tile_planes_generic(const float* planes, int64_t plane_stride, int64_t num_classes,
-                               int64_t len, float inv_log_c, float* conf, int64_t* label,
-                               float* ent, int64_t* part_pixels, double* part_conf,
-                               double* part_ent) {
-  score_tile_planes_body(planes, plane_stride, num_classes, len, inv_log_c, conf, label, ent,
-                         part_pixels, part_conf, part_ent);
-}
-
-#if LSE_X86_DISPATCH
-LSE_TARGET_AVX2 void score_tile_planes_avx2(const float* planes, int64_t plane_stride,
-                                            int64_t num_classes, int64_t len, float inv_log_c,
-                                            float* conf, int64_t* label, float* ent,
-                                            int64_t* part_pixels, double* part_conf,
-                                            double* part_ent) {
-  score_tile_planes_body(planes, plane_stride, num_classes, len, inv_log_c, conf, label, ent,
-                         part_pixels, part_conf, part_ent);
-}
-
-#endif
-
-TilePlanesFn select_tile_planes() {
-#if LSE_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return score_tile_planes_avx2;
-#endif
-  return score_tile_planes_generic;
-}
+LSE_CPU_DISPATCH(score_tile_planes, score_tile_planes_body)
 
 }  // namespace
 
@@ -98,7 +70,6 @@ void score_cpu_tiles(const T* logits, const PixelGeometry& g, int64_t tile_begin
   // first gathered into float planes.
   const bool in_place = std::is_same_v<T, float> && g.stride_col == 1;
   std::vector<float> buffer(in_place ? 0 : static_cast<size_t>(g.c * kTile));
-  const TilePlanesFn score_tile_planes = select_tile_planes();
 
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
     const Tile t = tile_at(g, tiling, tile);

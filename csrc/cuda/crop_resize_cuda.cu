@@ -18,7 +18,7 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     crop_bilinear_kernel(const T* __restrict__ input, CropImage g, CropBoxes boxes, int64_t oh,
                          int64_t ow, bool align_corners, T* __restrict__ out, int64_t total) {
-  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  using A = acc_t<T>;
   const int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x;
   if (i >= total) return;
   const int64_t ox = i % ow, oy = (i / ow) % oh, c = (i / (ow * oh)) % g.c, k = i / (ow * oh * g.c);
@@ -28,10 +28,8 @@ __global__ void __launch_bounds__(kThreads)
   const T* r0 = plane + ty.i0 * g.stride_h;
   const T* r1 = plane + ty.i1 * g.stride_h;
   const int64_t x0 = tx.i0 * g.stride_w, x1 = tx.i1 * g.stride_w;
-  const A l1y = ty.l1, l0y = A(1) - A(ty.l1), l1x = tx.l1, l0x = A(1) - A(tx.l1);
-  const A top = l0x * A(to_acc(r0[x0])) + l1x * A(to_acc(r0[x1]));
-  const A bottom = l0x * A(to_acc(r1[x0])) + l1x * A(to_acc(r1[x1]));
-  out[i] = from_acc<T>(l0y * top + l1y * bottom);
+  out[i] = from_acc<T>(bilinear_blend<A>(ty.l1, tx.l1, A(to_acc(r0[x0])), A(to_acc(r0[x1])),
+                                         A(to_acc(r1[x0])), A(to_acc(r1[x1]))));
 }
 
 template <typename E>
@@ -105,22 +103,20 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int a = 0; a < 4; ++a) {
       const float* r = p + rows.idx[a] * g.w;
-      h[a] = ((cols.w[0] * r[cols.idx[0]] + cols.w[1] * r[cols.idx[1]]) + cols.w[2] * r[cols.idx[2]]) +
-             cols.w[3] * r[cols.idx[3]];
+      h[a] = four_tap_sum(cols.w, r[cols.idx[0]], r[cols.idx[1]], r[cols.idx[2]], r[cols.idx[3]]);
     }
-    const float v = ((rows.w[0] * h[0] + rows.w[1] * h[1]) + rows.w[2] * h[2]) + rows.w[3] * h[3];
+    const float v = four_tap_sum(rows.w, h[0], h[1], h[2], h[3]);
     if (v > best) best = v, label = static_cast<int>(c);
   }
 
   const LinearTap fy = linear_tap(up_y, nearest_tap(cy, oy));
   const LinearTap fx = linear_tap(up_x, nearest_tap(cx, ox));
-  const float l1y = fy.l1, l0y = 1.0f - fy.l1, l1x = fx.l1, l0x = 1.0f - fx.l1;
   float fmax = -1.0f, ent = 0.0f;
   int farg = 0;
   for (int64_t c = 0; c < g.c; ++c) {
     const float* r0 = image + c * plane + fy.i0 * g.w;
     const float* r1 = image + c * plane + fy.i1 * g.w;
-    const float p = l0y * (l0x * r0[fx.i0] + l1x * r0[fx.i1]) + l1y * (l0x * r1[fx.i0] + l1x * r1[fx.i1]);
+    const float p = bilinear_blend<float>(fy.l1, fx.l1, r0[fx.i0], r0[fx.i1], r1[fx.i0], r1[fx.i1]);
     if (p > fmax) fmax = p, farg = static_cast<int>(c);
     ent += entropy_term(p);
   }

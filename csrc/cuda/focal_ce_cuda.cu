@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(kThreads)
                     double gamma_d, double beta_d, int64_t ignore_index, bool mean,
                     const unsigned long long* __restrict__ valid, void* loss_per_pixel,
                     T* __restrict__ grad, double* loss_sum) {
-  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  using A = acc_t<T>;
   __shared__ double partial[kThreads / 32];
   const A gamma = static_cast<A>(gamma_d), beta = static_cast<A>(beta_d);
   const int64_t pixels = g.rows * g.cols;

@@ -3,6 +3,10 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <string>
+
+#include "cpu/isa.h"
+
 extern "C" {
 // `import lse_fast._C` loads this shared object, which runs the static
 // registrations below; the module itself has no Python methods.
@@ -19,6 +23,14 @@ bool built_with_cuda() {
 #else
   return false;
 #endif
+}
+
+// The CPU path the kernels run: "avx2" or "portable" (LSE_FAST_CPU_ISA,
+// cpu/isa.h); an invalid LSE_FAST_CPU_ISA is reported here as by every op.
+std::string cpu_isa() {
+  const auto& choice = lse::cpu::cpu_isa_choice();
+  TORCH_CHECK(choice.error.empty(), "lse_fast: ", choice.error);
+  return lse::cpu::cpu_isa_name(choice.isa);
 }
 }  // namespace
 
@@ -45,4 +57,5 @@ TORCH_LIBRARY(lse_fast, m) {
       "crop_pseudo_labels(Tensor probs, Tensor boxes, int[2] size, Tensor thresholds, "
       "int[2] image_size, int ignore_index) -> Tensor");
   m.def("built_with_cuda() -> bool", &built_with_cuda);
+  m.def("cpu_isa() -> str", &cpu_isa);
 }

@@ -94,6 +94,7 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel(const at::Tensor& logits,
                                                        int64_t reduction_code, bool compute_grad) {
   const Reduction reduction = check_focal_ce_input(logits, target_in, gamma, reduction_code);
   LSE_CHECK_DEVICE("focal_ce_loss", logits, at::kCPU);
+  LSE_CHECK_CPU_ISA("focal_ce_loss");
   const at::Tensor target = target_in.contiguous();
   if (logits.numel() == 0) return empty_focal_ce_result(logits, target, reduction, compute_grad);
   switch (logits.scalar_type()) {

@@ -33,6 +33,7 @@ void score_cpu_kernel_impl(const T* logits, const PixelGeometry& g, const cpu::S
 ScoreTuple score_cpu_kernel(const at::Tensor& logits) {
   check_score_input(logits);
   LSE_CHECK_DEVICE("score", logits, at::kCPU);
+  LSE_CHECK_CPU_ISA("score");
   ScoreTuple result = allocate_score_outputs(logits);
   auto& [confidence, label, entropy, class_pixels, class_confidence, class_entropy] = result;
   if (logits.numel() == 0) return result;
