@@ -285,7 +285,7 @@ def test_bad_input(make, match):
 
 def test_bad_arguments():
     x, t = make_case((1, 5, 7, 9), torch.float32)
-    with pytest.raises(RuntimeError, match="`gamma` must be >= 0, got -1.0"):
+    with pytest.raises(RuntimeError, match="`gamma` must be >= 0, got -1$"):
         ops.focal_ce_loss(x, t, gamma=-1.0)
     with pytest.raises(RuntimeError, match="`reduction` must be one of"):
         ops.focal_ce_loss(x, t, reduction="avg")

@@ -45,6 +45,13 @@ LSE_HD CropAxis make_crop_axis(float start, float end, int64_t out_size, int64_t
   return a;
 }
 
+// The axis of a bilinear (align_corners=False) upsampling of `in` pixels to
+// `out`: linear_tap on it gives exactly F.interpolate's taps (the whole map
+// is a box [0, in)). Used by crop_pseudo_labels and the upsampled score.
+LSE_HD CropAxis upsample_axis(int64_t in, int64_t out) {
+  return make_crop_axis(0.0f, static_cast<float>(in), out, in, false);
+}
+
 // Two neighbouring input indices and the weight of the second.
 struct LinearTap {
   int64_t i0 = 0, i1 = 0;

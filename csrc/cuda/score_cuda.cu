@@ -9,6 +9,7 @@
 // block adds its C sums to global memory once, in double.
 #include "cuda/score_cuda.h"
 
+#include "core/crop_math.h"
 #include "core/score_math.h"
 
 namespace lse::cuda {
@@ -34,9 +35,39 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-template <typename T>
+// Softmax state of output pixel q: read directly, or (kUpsample) each class
+// value blended from its four low-resolution taps, computed once per pixel.
+template <typename T, bool kUpsample>
+__device__ __forceinline__ ScoreAcc score_pixel(const T* image, const PixelGeometry& g,
+                                                const ScoreUpsample& up, int64_t q) {
+  const int num_classes = static_cast<int>(g.c);
+  if constexpr (kUpsample) {
+    const int64_t row = q / g.cols;
+    const LinearTap ty = linear_tap(up.y, row), tx = linear_tap(up.x, q - row * g.cols);
+    const T* r0 = image + ty.i0 * up.stride_h;
+    const T* r1 = image + ty.i1 * up.stride_h;
+    const int64_t x0 = tx.i0 * up.stride_w, x1 = tx.i1 * up.stride_w;
+    auto value = [&](int c) {
+      const int64_t o = int64_t{c} * g.stride_c;
+      return bilinear_blend<float>(ty.l1, tx.l1, load(r0 + o + x0), load(r0 + o + x1), load(r1 + o + x0),
+                                   load(r1 + o + x1));
+    };
+    ScoreAcc acc = score_init(value(0));
+#pragma unroll 2
+    for (int c = 1; c < num_classes; ++c) score_update(acc, value(c), c);
+    return acc;
+  } else {
+    const T* x = image + g.pixel_offset(q);
+    ScoreAcc acc = score_init(load(x));
+#pragma unroll 4
+    for (int c = 1; c < num_classes; ++c) score_update(acc, load(x + c * g.stride_c), c);
+    return acc;
+  }
+}
+
+template <typename T, bool kUpsample>
 __global__ void __launch_bounds__(kThreads)
-    score_kernel(const T* __restrict__ logits, PixelGeometry g, int64_t blocks_per_image,
+    score_kernel(const T* __restrict__ logits, PixelGeometry g, ScoreUpsample up, int64_t blocks_per_image,
                  float inv_log_c, float* __restrict__ confidence, int64_t* __restrict__ label,
                  float* __restrict__ entropy, unsigned long long* __restrict__ class_pixels,
                  double* __restrict__ class_confidence, double* __restrict__ class_entropy) {
@@ -63,11 +94,7 @@ __global__ void __launch_bounds__(kThreads)
     int cls = -1;
     float conf = 0.0f, ent = 0.0f;
     if (q < pixels) {
-      const T* x = image + g.pixel_offset(q);
-      ScoreAcc acc = score_init(load(x));
-#pragma unroll 4
-      for (int c = 1; c < num_classes; ++c) score_update(acc, load(x + c * g.stride_c), c);
-      const ScoreResult r = score_finish(acc, inv_log_c);
+      const ScoreResult r = score_finish(score_pixel<T, kUpsample>(image, g, up, q), inv_log_c);
       const int64_t out = n * pixels + q;
       confidence[out] = r.confidence;
       entropy[out] = r.entropy;
@@ -110,10 +137,16 @@ cudaError_t launch(const ScoreCudaArgs& a, cudaStream_t stream) {
   if (blocks > INT32_MAX) return cudaErrorInvalidConfiguration;
   const size_t smem = static_cast<size_t>(g.c) * (2 * sizeof(float) + sizeof(unsigned));
   const float inv_log_c = g.c > 1 ? static_cast<float>(1.0 / log(static_cast<double>(g.c))) : 0.0f;
-  score_kernel<T><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
-      static_cast<const T*>(a.logits), g, blocks_per_image, inv_log_c, a.confidence, a.label,
-      a.entropy, reinterpret_cast<unsigned long long*>(a.class_pixels), a.class_confidence,
-      a.class_entropy);
+  auto* class_pixels = reinterpret_cast<unsigned long long*>(a.class_pixels);
+  if (a.upsample != nullptr) {
+    score_kernel<T, true><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
+        static_cast<const T*>(a.logits), g, *a.upsample, blocks_per_image, inv_log_c, a.confidence,
+        a.label, a.entropy, class_pixels, a.class_confidence, a.class_entropy);
+  } else {
+    score_kernel<T, false><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
+        static_cast<const T*>(a.logits), g, ScoreUpsample{}, blocks_per_image, inv_log_c, a.confidence,
+        a.label, a.entropy, class_pixels, a.class_confidence, a.class_entropy);
+  }
   return cudaGetLastError();
 }
 

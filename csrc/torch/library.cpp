@@ -38,6 +38,11 @@ TORCH_LIBRARY(lse_fast, m) {
   m.def(
       "score(Tensor logits) -> (Tensor confidence, Tensor label, Tensor entropy, "
       "Tensor class_pixels, Tensor class_confidence, Tensor class_entropy)");
+  // score of the bilinear (align_corners=False) upsampling of the logits to
+  // `size`, computed from the low-resolution logits without materialising it.
+  m.def(
+      "score_upsampled(Tensor logits, int[2] size) -> (Tensor confidence, Tensor label, "
+      "Tensor entropy, Tensor class_pixels, Tensor class_confidence, Tensor class_entropy)");
   // reduction: 0 none, 1 mean, 2 sum. grad_logits is dloss/dlogits (scaled
   // for the reduction), computed in the same pass; empty when compute_grad
   // is false.

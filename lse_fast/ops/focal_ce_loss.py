@@ -10,12 +10,18 @@ _TARGET_DTYPES = (torch.int64, torch.uint8)
 REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
 
-def check_focal_ce_input(logits, target, gamma, reduction):
-    """The argument checks of the C++ op, for the wrapper and the fake."""
+def reduction_code(reduction):
+    """The op's code of a reduction name (conversion by the wrappers)."""
+    if reduction not in REDUCTIONS:
+        raise RuntimeError(f"lse_fast.focal_ce_loss: `reduction` must be one of {sorted(REDUCTIONS)}, got {reduction!r}")
+    return REDUCTIONS[reduction]
+
+
+def check_focal_ce_meta(logits, target, gamma, reduction):
+    """Metadata checks of lse_fast::focal_ce_loss (reduction as its code), for
+    the fake and the reference: the C++ checks (csrc/torch/focal_ce_common.h)
+    word for word and in their order."""
     op = "lse_fast.focal_ce_loss"
-    for name, value in (("logits", logits), ("target", target)):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{op}: `{name}` must be a torch.Tensor, got {type(value).__name__}")
     if logits.dim() != 4:
         raise RuntimeError(f"{op}: `logits` must have 4 dimensions [N, C, H, W], got shape {list(logits.shape)}")
     if logits.dtype not in _LOGIT_DTYPES:
@@ -35,9 +41,9 @@ def check_focal_ce_input(logits, target, gamma, reduction):
     if target.device != logits.device:
         raise RuntimeError(f"{op}: `target` must be on the same device as logits ({logits.device}), got {target.device}")
     if not gamma >= 0:
-        raise RuntimeError(f"{op}: `gamma` must be >= 0, got {gamma}")
-    if reduction not in REDUCTIONS:
-        raise RuntimeError(f"{op}: `reduction` must be one of {sorted(REDUCTIONS)}, got {reduction!r}")
+        raise RuntimeError(f"{op}: `gamma` must be >= 0, got {gamma:g}")
+    if reduction not in (0, 1, 2):
+        raise RuntimeError(f"{op}: `reduction` code must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
 
 
 def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, reduction="mean"):
@@ -59,11 +65,14 @@ def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, redu
         ``logits``: the gradient is computed in the forward pass, in the
         logits' dtype, and backward only scales it.
     """
-    check_focal_ce_input(logits, target, gamma, reduction)
+    for name, value in (("logits", logits), ("target", target)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"lse_fast.focal_ce_loss: `{name}` must be a torch.Tensor, got {type(value).__name__}")
+    code = reduction_code(reduction)
     require_kernels_for("focal_ce_loss", logits)
     compute_grad = torch.is_grad_enabled() and logits.requires_grad
     loss, _ = torch.ops.lse_fast.focal_ce_loss.default(
-        logits, target, float(gamma), float(beta), int(ignore_index), REDUCTIONS[reduction], compute_grad
+        logits, target, float(gamma), float(beta), int(ignore_index), code, compute_grad
     )
     return loss
 
@@ -90,8 +99,7 @@ class FocalCELoss(torch.nn.Module):
 
 @torch.library.register_fake("lse_fast::focal_ce_loss")
 def _focal_ce_loss_fake(logits, target, gamma, beta, ignore_index, reduction, compute_grad):
-    code_to_name = {v: k for k, v in REDUCTIONS.items()}
-    check_focal_ce_input(logits, target, gamma, code_to_name.get(reduction, reduction))
+    check_focal_ce_meta(logits, target, gamma, reduction)
     loss_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     n, _, h, w = logits.shape
     loss = logits.new_empty((n, h, w) if reduction == 0 else (), dtype=loss_dtype)
