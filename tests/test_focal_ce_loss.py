@@ -250,6 +250,7 @@ def test_opcheck(reduction, target_dtype):
     torch.library.opcheck(torch.ops.lse_fast.focal_ce_loss.default, (x, t, 3.0, 0.1, 255, reduction, False))
     xg = x.clone().requires_grad_()
     torch.library.opcheck(torch.ops.lse_fast.focal_ce_loss.default, (xg, t, 3.0, 0.1, 255, reduction, True))
+    torch.library.opcheck(torch.ops.lse_fast.focal_ce_loss.default, (xg, t, 3.0, 0.1, 255, reduction, True, False))
 
 
 def test_torch_compile_training_step():
@@ -336,3 +337,42 @@ def test_cuda_bad_target_and_gradcheck():
     x64 = torch.randn(2, 4, 5, 6, dtype=torch.float64, device="cuda", requires_grad=True)
     t64 = torch.randint(0, 4, (2, 5, 6), device="cuda")
     assert torch.autograd.gradcheck(lambda z: ops.focal_ce_loss(z, t64), (x64,))
+
+
+def test_check_targets_false_skips_the_report_and_counts_bad_targets_as_ignored():
+    x, t = make_case((1, 5, 7, 9), torch.float32)
+    bad = t.clone()
+    bad[0, 3, 4] = 9
+    with pytest.raises(RuntimeError, match="`target` value 9 at flat index 31"):
+        ops.focal_ce_loss(x, bad)
+    as_ignored = t.clone()
+    as_ignored[0, 3, 4] = 255
+    for reduction in REDUCTIONS:
+        a = x.clone().requires_grad_()
+        got = ops.focal_ce_loss(a, bad, reduction=reduction, check_targets=False)
+        got.sum().backward()
+        b = x.clone().requires_grad_()
+        want = ops.focal_ce_loss(b, as_ignored, reduction=reduction)
+        want.sum().backward()
+        assert torch.equal(got, want) and torch.equal(a.grad, b.grad), reduction
+    crit = lse_fast.FocalCELoss(check_targets=False)
+    assert torch.equal(crit(x, bad), ops.focal_ce_loss(x, as_ignored))
+
+
+@requires_cuda
+def test_cuda_check_targets_false_is_graph_capturable():
+    x, t = make_case((2, 19, 64, 128), torch.float32)
+    x, t = x.cuda(), t.cuda()
+    want = ops.focal_ce_loss(x, t)
+    static = torch.zeros((), device="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        ops.focal_ce_loss(x, t, check_targets=False)  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static.copy_(ops.focal_ce_loss(x, t, check_targets=False))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_close(static, want, rtol=1e-6, name="loss")

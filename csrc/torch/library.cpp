@@ -45,10 +45,12 @@ TORCH_LIBRARY(lse_fast, m) {
       "Tensor entropy, Tensor class_pixels, Tensor class_confidence, Tensor class_entropy)");
   // reduction: 0 none, 1 mean, 2 sum. grad_logits is dloss/dlogits (scaled
   // for the reduction), computed in the same pass; empty when compute_grad
-  // is false.
+  // is false. check_targets=false skips the report of a target outside
+  // [0, C) that is not ignore_index (such pixels count as ignored) and with
+  // it the CUDA host synchronisation.
   m.def(
       "focal_ce_loss(Tensor logits, Tensor target, float gamma, float beta, int ignore_index, "
-      "int reduction, bool compute_grad) -> (Tensor loss, Tensor grad_logits)");
+      "int reduction, bool compute_grad, bool check_targets=True) -> (Tensor loss, Tensor grad_logits)");
   // mode: 0 bilinear, 1 nearest ("nearest-exact"). boxes float32 [K, 5] on
   // the CPU or the input's device; output [K, C, oh, ow] contiguous.
   m.def("crop_resize(Tensor input, Tensor boxes, int[2] size, int mode, bool align_corners) -> Tensor");

@@ -46,7 +46,7 @@ def check_focal_ce_meta(logits, target, gamma, reduction):
         raise RuntimeError(f"{op}: `reduction` code must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
 
 
-def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, reduction="mean"):
+def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, reduction="mean", check_targets=True):
     """Masked focal + cross-entropy loss: per valid pixel
     ``ce + beta * (1 - p_t)^gamma * ce`` with ``ce = -log p_t``.
 
@@ -59,6 +59,13 @@ def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, redu
         gamma, beta: focal exponent (>= 0) and weight of the focal term.
         reduction: ``"mean"`` (over valid pixels; 0 when there are none),
             ``"sum"``, or ``"none"`` (``[N, H, W]``, 0 at ignored pixels).
+        check_targets: ``True`` (default): a target outside ``[0, C)`` that
+            is not `ignore_index` raises an error naming its value and index
+            (on CUDA this costs one host synchronisation per call).
+            ``False``: for targets known to be valid (e.g. the driver's
+            pseudo-labels): no check and no host synchronisation (the CUDA
+            call is capturable in a CUDA graph); an out-of-range target is
+            then counted as ignored.
 
     Returns:
         The loss, float32 (float64 for float64 logits). Differentiable w.r.t.
@@ -72,7 +79,7 @@ def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, redu
     require_kernels_for("focal_ce_loss", logits)
     compute_grad = torch.is_grad_enabled() and logits.requires_grad
     loss, _ = torch.ops.lse_fast.focal_ce_loss.default(
-        logits, target, float(gamma), float(beta), int(ignore_index), code, compute_grad
+        logits, target, float(gamma), float(beta), int(ignore_index), code, compute_grad, bool(check_targets)
     )
     return loss
 
@@ -80,17 +87,19 @@ def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, redu
 class FocalCELoss(torch.nn.Module):
     """Module form of :func:`focal_ce_loss`, a drop-in loss object."""
 
-    def __init__(self, gamma=3.0, beta=0.1, ignore_index=255, reduction="mean"):
+    def __init__(self, gamma=3.0, beta=0.1, ignore_index=255, reduction="mean", check_targets=True):
         super().__init__()
         if not gamma >= 0:
             raise ValueError(f"FocalCELoss: `gamma` must be >= 0, got {gamma}")
         if reduction not in REDUCTIONS:
             raise ValueError(f"FocalCELoss: `reduction` must be one of {sorted(REDUCTIONS)}, got {reduction!r}")
         self.gamma, self.beta, self.ignore_index, self.reduction = float(gamma), float(beta), int(ignore_index), reduction
+        self.check_targets = bool(check_targets)
 
     def forward(self, logits, target):
         return focal_ce_loss(
-            logits, target, gamma=self.gamma, beta=self.beta, ignore_index=self.ignore_index, reduction=self.reduction
+            logits, target, gamma=self.gamma, beta=self.beta, ignore_index=self.ignore_index, reduction=self.reduction,
+            check_targets=self.check_targets,
         )
 
     def extra_repr(self):
@@ -98,7 +107,7 @@ class FocalCELoss(torch.nn.Module):
 
 
 @torch.library.register_fake("lse_fast::focal_ce_loss")
-def _focal_ce_loss_fake(logits, target, gamma, beta, ignore_index, reduction, compute_grad):
+def _focal_ce_loss_fake(logits, target, gamma, beta, ignore_index, reduction, compute_grad, check_targets=True):
     check_focal_ce_meta(logits, target, gamma, reduction)
     loss_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     n, _, h, w = logits.shape
@@ -125,16 +134,16 @@ def _backward(ctx, grad_loss, _grad_of_grad):
             "pass (logits did not require grad, or grad mode was off)"
         )
     if grad_loss is None:
-        return None, None, None, None, None, None, None
+        return None, None, None, None, None, None, None, None
     if ctx.reduction == 0:
         # Multiply in the wider dtype and round once.
-        return (grad * grad_loss.unsqueeze(1)).to(grad.dtype), None, None, None, None, None, None
+        return (grad * grad_loss.unsqueeze(1)).to(grad.dtype), None, None, None, None, None, None, None
     if _is_exactly_one(grad_loss):
         # loss.backward(): the forward already holds the answer; hand it out
         # without a second logits-sized buffer (autograd clones it before any
         # in-place accumulation, since the graph still references it).
-        return grad, None, None, None, None, None, None
-    return grad * grad_loss, None, None, None, None, None, None  # 0-dim: keeps grad's dtype
+        return grad, None, None, None, None, None, None, None
+    return grad * grad_loss, None, None, None, None, None, None, None  # 0-dim: keeps grad's dtype
 
 
 def _is_exactly_one(t):
