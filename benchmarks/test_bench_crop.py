@@ -5,7 +5,9 @@ F.interpolate (+ torch.cat), crop_pseudo_labels against the reference path
 (full-resolution P, entropy filter, crop-resize, argmax) from stride-8
 probabilities; both also against torch.compile of their reference (which
 breaks its graph once, at the data-dependent box check). Reports time, GB/s
-(output written) and peak extra memory.
+(output written), that as a share of the machine's copy bandwidth measured in
+the same run (GB/s written by `clone` into a fresh buffer), and peak extra
+memory.
     pytest benchmarks/ --benchmark-only
 """
 
@@ -80,6 +82,30 @@ def pseudo_fn(provider):
     return lambda p, boxes: impl(p, boxes, thr.to(p.device))
 
 
+_roof = {}
+
+
+def copy_roof_gbs(device):
+    """GB/s written by `clone` of a 256 MiB float32 tensor on `device`, measured
+    once per run: the machine's copy bandwidth into a fresh buffer, the same
+    kind of write the crop ops do (fresh output, first touch included)."""
+    if device not in _roof:
+        import time
+
+        src = torch.rand(64 * 2**20, device=device)
+        times = []
+        for _ in range(7):
+            sync(device)
+            t0 = time.perf_counter()
+            y = src.clone()
+            sync(device)
+            times.append(time.perf_counter() - t0)
+            del y
+        times.sort()
+        _roof[device] = src.numel() * 4 / times[len(times) // 2] / 1e9
+    return _roof[device]
+
+
 def time_provider(benchmark, device, fn, inputs, rounds, setup):
     """Times fn(*inputs), then (CPU) its peak extra memory in a fresh
     process whose `setup` defines the same `fn` and `inputs`."""
@@ -112,7 +138,10 @@ def test_crop_resize(benchmark, device, kind, provider):
         "from benchmarks.test_bench_crop import make_inputs, crop_fn\n"
         f"inputs = make_inputs({kind!r}, 'cpu')\nfn = crop_fn({kind!r}, {provider!r})"
     )
+    roof = copy_roof_gbs(device)  # before the timed rounds, same process and run
     time_provider(benchmark, device, fn, (x, boxes), 5, setup)
+    benchmark.extra_info["copy_roof_GB/s_written"] = round(roof, 2)
+    benchmark.extra_info["share_of_copy_roof"] = round(benchmark.extra_info["GB/s"] / roof, 3)
 
 
 @pytest.mark.parametrize("provider", ["fused", "reference", "compile"])
