@@ -209,8 +209,8 @@ LSE_HD void pseudo_label_unit_body(const PseudoLabelArgs& a, int64_t unit, Pseud
   const float log_c = c > 1 ? log_normal(static_cast<float>(c)) : 1.0f;
 
   // Full-resolution -> low-resolution upsampling axes (identity when equal).
-  const CropAxis up_y = make_crop_axis(0.0f, static_cast<float>(a.h), a.image_h, a.h, false);
-  const CropAxis up_x = make_crop_axis(0.0f, static_cast<float>(a.w), a.image_w, a.w, false);
+  const CropAxis up_y = upsample_axis(a.h, a.image_h);
+  const CropAxis up_x = upsample_axis(a.w, a.image_w);
   const CropAxis cy = a.boxes.y_axis(k, a.oh, a.image_h, false);
   const CropAxis cx = a.boxes.x_axis(k, ow, a.image_w, false);
 
