@@ -376,3 +376,20 @@ def test_cuda_check_targets_false_is_graph_capturable():
     graph.replay()
     torch.cuda.synchronize()
     assert_close(static, want, rtol=1e-6, name="loss")
+
+
+def test_reused_gradient_buffer_is_never_shared_with_a_live_gradient():
+    # >= 8 MiB gradients come from a one-buffer reuse cache (csrc/torch/memory.h):
+    # a buffer is reused only after its tensor died, and reuse gives the same values.
+    x1, t = make_case((1, 19, 256, 512), torch.float32)
+    x2 = x1.flip(3).contiguous()
+    g1 = torch.autograd.grad(ops.focal_ce_loss(x1.requires_grad_(), t), x1)[0]
+    kept = g1.clone()
+    g2 = torch.autograd.grad(ops.focal_ce_loss(x2.requires_grad_(), t), x2)[0]
+    assert g1.data_ptr() != g2.data_ptr() and torch.equal(g1, kept)
+    ptr = g1.data_ptr()
+    del g1
+    g3 = torch.autograd.grad(ops.focal_ce_loss(x1, t), x1)[0]
+    assert g3.data_ptr() == ptr  # the freed buffer came back
+    assert torch.equal(g3, kept)  # and was fully overwritten
+    assert torch.equal(g2, torch.autograd.grad(ops.focal_ce_loss(x2, t), x2)[0])

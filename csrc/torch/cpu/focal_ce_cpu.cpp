@@ -55,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel_impl(const at::Tensor& lo
   at::Tensor loss_map = reduction == Reduction::None
                             ? at::empty({logits.size(0), logits.size(2), logits.size(3)}, loss_opts)
                             : at::Tensor();
-  at::Tensor grad = compute_grad ? empty_for_overwrite(logits.sizes(), logits.options())
+  at::Tensor grad = compute_grad ? ReusableCpuBuffer::empty(logits.sizes(), logits.options())
                                   : at::empty({0}, logits.options());
   const int64_t tiles = cpu::make_tiling(g).total;
   std::vector<double> partial(static_cast<size_t>(tiles));
