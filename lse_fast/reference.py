@@ -6,10 +6,14 @@ import math
 
 import torch
 
-from lse_fast.ops.crop_checks import check_box_values, check_crop_pseudo_labels_meta, check_crop_resize_meta
+from lse_fast.ops.crop_checks import (
+    check_box_values,
+    check_crop_pseudo_labels_meta,
+    check_crop_resize_meta,
+    size_list,
+)
 from lse_fast.ops.crop_resize import crop_pseudo_labels_args, crop_resize_args
 from lse_fast.ops.focal_ce_loss import check_focal_ce_meta, reduction_code
-from lse_fast.ops.crop_checks import size_list
 from lse_fast.ops.score import Scores, check_score_input, check_score_upsampled_input
 
 
@@ -33,7 +37,7 @@ def score(logits: torch.Tensor, size=None) -> Scores:
         x = logits.float()
     else:
         x = logits
-    n, c, h, w = x.shape
+    n, c, _, _ = x.shape
     log_p = torch.log_softmax(x, dim=1)
     p = log_p.exp()
     label = x.argmax(dim=1)  # first maximum on ties

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lse_fast import ops, reference  # noqa: E402
-from tests.helpers import assert_close, make_layout  # noqa: E402
+from lse_fast import ops, reference
+from tests.helpers import assert_close, make_layout
 
 PROPERTY = settings(max_examples=15, derandomize=True, deadline=None, database=None)
 FLOAT_DTYPES = st.sampled_from([torch.float32, torch.float16, torch.bfloat16])

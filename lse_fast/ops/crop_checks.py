@@ -111,7 +111,7 @@ def check_crop_pseudo_labels_meta(probs, boxes, size, thresholds, image_size, ig
         _fail(op, "probs", f"must have 4 dimensions [N, C, h, w], got shape {list(probs.shape)}")
     if probs.dtype not in _FLOAT:
         _fail(op, "probs", f"must be float32, float16, bfloat16 or float64, got {probs.dtype}")
-    n, c, h, w = probs.shape
+    _, c, h, w = probs.shape
     if not (c > 0 and h > 0 and w > 0):
         _fail(op, "probs", f"must have C, h, w > 0, got shape {list(probs.shape)}")
     if c > 255:
