@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.conftest import finish, provider_fn, record, sync
+from benchmarks.conftest import copy_roof, finish, provider_fn, record, sync
 from benchmarks.memory import peak_extra_mib
 from lse_fast import ops, reference
 from lse_fast.patches import random_boxes
@@ -82,28 +82,10 @@ def pseudo_fn(provider):
     return lambda p, boxes: impl(p, boxes, thr.to(p.device))
 
 
-_roof = {}
-
-
 def copy_roof_gbs(device):
-    """GB/s written by `clone` of a 256 MiB float32 tensor on `device`, measured
-    once per run: the machine's copy bandwidth into a fresh buffer, the same
-    kind of write the crop ops do (fresh output, first touch included)."""
-    if device not in _roof:
-        import time
-
-        src = torch.rand(64 * 2**20, device=device)
-        times = []
-        for _ in range(7):
-            sync(device)
-            t0 = time.perf_counter()
-            y = src.clone()
-            sync(device)
-            times.append(time.perf_counter() - t0)
-            del y
-        times.sort()
-        _roof[device] = src.numel() * 4 / times[len(times) // 2] / 1e9
-    return _roof[device]
+    """GB/s written by `clone` into a fresh buffer (benchmarks/conftest.py):
+    the same kind of write as the crop ops' fresh outputs."""
+    return copy_roof(device)[0]
 
 
 def time_provider(benchmark, device, fn, inputs, rounds, setup):
