@@ -5,7 +5,9 @@ F.interpolate (+ torch.cat), crop_pseudo_labels against the reference path
 (full-resolution P, entropy filter, crop-resize, argmax) from stride-8
 probabilities; both also against torch.compile of their reference (which
 breaks its graph once, at the data-dependent box check). Reports time, GB/s
-(output written) and peak extra memory.
+(output written), that as a share of the machine's copy bandwidth measured in
+the same run (GB/s written by `clone` into a fresh buffer), and peak extra
+memory.
     pytest benchmarks/ --benchmark-only
 """
 
@@ -13,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.conftest import finish, provider_fn, record, sync
+from benchmarks.conftest import copy_roof, finish, provider_fn, record, sync
 from benchmarks.memory import peak_extra_mib
 from lse_fast import ops, reference
 from lse_fast.patches import random_boxes
@@ -80,6 +82,12 @@ def pseudo_fn(provider):
     return lambda p, boxes: impl(p, boxes, thr.to(p.device))
 
 
+def copy_roof_gbs(device):
+    """GB/s written by `clone` into a fresh buffer (benchmarks/conftest.py):
+    the same kind of write as the crop ops' fresh outputs."""
+    return copy_roof(device)[0]
+
+
 def time_provider(benchmark, device, fn, inputs, rounds, setup):
     """Times fn(*inputs), then (CPU) its peak extra memory in a fresh
     process whose `setup` defines the same `fn` and `inputs`."""
@@ -112,7 +120,10 @@ def test_crop_resize(benchmark, device, kind, provider):
         "from benchmarks.test_bench_crop import make_inputs, crop_fn\n"
         f"inputs = make_inputs({kind!r}, 'cpu')\nfn = crop_fn({kind!r}, {provider!r})"
     )
+    roof = copy_roof_gbs(device)  # before the timed rounds, same process and run
     time_provider(benchmark, device, fn, (x, boxes), 5, setup)
+    benchmark.extra_info["copy_roof_GB/s_written"] = round(roof, 2)
+    benchmark.extra_info["share_of_copy_roof"] = round(benchmark.extra_info["GB/s"] / roof, 3)
 
 
 @pytest.mark.parametrize("provider", ["fused", "reference", "compile"])

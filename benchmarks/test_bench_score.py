@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from benchmarks.conftest import finish, provider_fn, record, sync
+from benchmarks.memory import peak_extra_mib
 from lse_fast import ops, reference
 
 SHAPES = {"paper": (2, 19, 512, 1024), "small": (1, 19, 64, 128)}
@@ -38,3 +39,54 @@ def test_score(benchmark, device, shape, dtype, provider):
 
     benchmark.pedantic(run, rounds=10 if shape == "paper" else 50, iterations=1, warmup_rounds=2)
     finish(benchmark, device, nbytes)
+
+
+# ---- score of the bilinear upsampling of stride-8 logits (ops.score(x, size))
+
+UPSAMPLED = {"paper": ((2, 19, 64, 128), (512, 1024))}
+
+
+def _interpolate_then_fused(logits, size):
+    up = torch.nn.functional.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+    return ops.score(up)
+
+
+def select_upsampled(provider):
+    if provider == "fused":
+        return ops.score
+    if provider == "interpolate+fused":  # what the driver does today
+        return _interpolate_then_fused
+    return provider_fn(provider, None, reference.score)
+
+
+@pytest.mark.parametrize("provider", ["fused", "interpolate+fused", "eager", "compile"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", list(UPSAMPLED), ids=str)
+def test_score_upsampled(benchmark, device, shape, dtype, provider):
+    dims, size = UPSAMPLED[shape]
+    logits = (torch.randn(dims, device=device) * 3).to(dtype)
+    fn = select_upsampled(provider)
+    got, fused = fn(logits, size), ops.score(logits, size=size)
+    # Every provider must agree with the fused op before it is timed (labels
+    # may differ at float near-ties of the upsampled logits: a few per million).
+    assert (got.label != fused.label).float().mean().item() < 1e-4
+    n = dims[0]
+    # Compulsory traffic: low-resolution logits read, per-pixel outputs
+    # written (float32 confidence and entropy, int64 label).
+    nbytes = logits.numel() * logits.element_size() + n * size[0] * size[1] * (4 + 4 + 8)
+    record(benchmark, device=device, dtype=dtype, shape=(*dims, *size), provider=provider, nbytes=nbytes)
+
+    def run():
+        fn(logits, size)
+        sync(device)
+
+    benchmark.pedantic(run, rounds=10, iterations=1, warmup_rounds=2)
+    finish(benchmark, device, nbytes)
+    if device == "cpu":
+        setup = (
+            "from benchmarks.test_bench_score import select_upsampled\n"
+            f"logits = (torch.randn({dims}) * 3).to(torch.{str(dtype).split('.')[-1]})\n"
+            f"fn = select_upsampled({provider!r})"
+        )
+        peak = peak_extra_mib(setup, f"s = fn(logits, {size}); del s")
+        benchmark.extra_info["peak_extra_MiB"] = round(peak, 1)

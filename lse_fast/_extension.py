@@ -32,6 +32,16 @@ def built_with_cuda() -> bool:
     return bool(torch.ops.lse_fast.built_with_cuda())
 
 
+def cpu_isa() -> str:
+    """The CPU code path the kernels run: ``"avx2"`` (AVX2+FMA) or
+    ``"portable"`` (baseline ISA). Chosen once per process from the CPU and
+    the environment variable ``LSE_FAST_CPU_ISA`` (unset/``auto``,
+    ``portable``, ``avx2``); an invalid value raises a RuntimeError naming it."""
+    import torch
+
+    return str(torch.ops.lse_fast.cpu_isa())
+
+
 def require_kernels_for(op: str, tensor) -> None:
     """Raises a plain error when a CPU-only build is given a CUDA tensor."""
     if tensor.device.type == "cuda" and not built_with_cuda():

@@ -6,23 +6,38 @@ import math
 
 import torch
 
-from lse_fast.ops.crop_checks import check_box_values, check_crop_pseudo_labels_input, check_crop_resize_input
-from lse_fast.ops.focal_ce_loss import check_focal_ce_input
-from lse_fast.ops.score import Scores, check_score_input
+from lse_fast.ops.crop_checks import (
+    check_box_values,
+    check_crop_pseudo_labels_meta,
+    check_crop_resize_meta,
+    size_list,
+)
+from lse_fast.ops.crop_resize import crop_pseudo_labels_args, crop_resize_args
+from lse_fast.ops.focal_ce_loss import check_focal_ce_meta, reduction_code
+from lse_fast.ops.score import Scores, check_score_input, check_score_upsampled_input
 
 
-def score(logits: torch.Tensor) -> Scores:
+def score(logits: torch.Tensor, size=None) -> Scores:
     """Reference of :func:`lse_fast.ops.score`.
 
     Computes in float64 for float64 input (the accuracy oracle) and in
-    float32 otherwise; accepts float64 unlike the fused op.
+    float32 otherwise; accepts float64 unlike the fused op. With `size`,
+    scores ``F.interpolate(logits, size, mode="bilinear",
+    align_corners=False)`` computed in float32 (float64 for float64),
+    materialising it as the method's public code does.
     """
+    if size is not None:
+        if logits.dtype != torch.float64:
+            check_score_upsampled_input(logits, size_list("score", "size", size))
+        x = logits if logits.dtype == torch.float64 else logits.float()
+        up = torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+        return score(up)
     if logits.dtype != torch.float64:
         check_score_input(logits)
         x = logits.float()
     else:
         x = logits
-    n, c, h, w = x.shape
+    n, c, _, _ = x.shape
     log_p = torch.log_softmax(x, dim=1)
     p = log_p.exp()
     label = x.argmax(dim=1)  # first maximum on ties
@@ -44,7 +59,7 @@ def score(logits: torch.Tensor) -> Scores:
 def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, reduction="mean"):
     """Reference of :func:`lse_fast.ops.focal_ce_loss` (autograd gives its
     gradient). Computes in float32, or float64 for float64 logits."""
-    check_focal_ce_input(logits, target, gamma, reduction)
+    check_focal_ce_meta(logits, target, gamma, reduction_code(reduction))
     x = logits if logits.dtype == torch.float64 else logits.float()
     c = x.shape[1]
     target = target.long()
@@ -114,9 +129,8 @@ def _box_columns(boxes):
 def crop_resize(input, boxes, size, *, mode="bilinear", align_corners=False):
     """Reference of :func:`lse_fast.ops.crop_resize`: gathers the taps of
     every box explicitly (differentiable through autograd). Accepts float64."""
-    oh, ow = check_crop_resize_input(input, boxes, size, mode, align_corners, allow_float64=True)
-    squeeze = input.dim() == 3
-    x = input.unsqueeze(1) if squeeze else input
+    x, boxes, size, code, align_corners, squeeze = crop_resize_args(input, boxes, size, mode, align_corners)
+    oh, ow = check_crop_resize_meta(x, boxes, size, code)
     n, c, h, w = x.shape
     check_box_values("crop_resize", boxes, n, h, w)
     boxes = boxes.to(device=input.device, dtype=torch.float32)
@@ -152,7 +166,9 @@ def crop_resize(input, boxes, size, *, mode="bilinear", align_corners=False):
 def crop_pseudo_labels(probs, boxes, size, thresholds, *, image_size=None, ignore_index=255):
     """Reference of :func:`lse_fast.ops.crop_pseudo_labels`, materialising
     the full-resolution probability map P as the method's public code does."""
-    oh, ow, (H, W) = check_crop_pseudo_labels_input(probs, boxes, size, thresholds, image_size, ignore_index)
+    oh, ow, (H, W) = check_crop_pseudo_labels_meta(
+        *crop_pseudo_labels_args(probs, boxes, size, thresholds, image_size, ignore_index)
+    )
     check_box_values("crop_pseudo_labels", boxes, probs.shape[0], H, W)
     p = probs.float()
     c = p.shape[1]

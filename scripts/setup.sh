@@ -118,3 +118,39 @@ if [[ $DRY == 1 ]]; then
   exit 0
 fi
 "$PY" -c "import lse_fast; print('lse_fast', lse_fast.__version__, 'built; CUDA kernels:', lse_fast.built_with_cuda())"
+# Error-path smoke check: a broken extension toolchain can build a _C.so
+# that crashes on every C++ error (seen with an image's default g++, see
+# README "Build options"). Call the ops with bad arguments straight through
+# torch.ops (the C++ checks, integers in the message) and expect a clean
+# RuntimeError naming the argument.
+if ! "$PY" - <<'PYEOF'
+import torch
+import lse_fast  # noqa: F401  (registers torch.ops.lse_fast)
+
+cases = [
+    ("logits", lambda: torch.ops.lse_fast.score.default(torch.zeros(2, 3))),
+    ("target", lambda: torch.ops.lse_fast.focal_ce_loss.default(
+        torch.zeros(1, 3, 2, 2), torch.full((1, 2, 2), 7), 3.0, 0.1, 255, 1, False)),
+]
+for name, call in cases:
+    try:
+        call()
+    except RuntimeError as exc:
+        if f"`{name}`" not in str(exc):
+            raise SystemExit(f"unexpected error text: {exc}")
+    else:
+        raise SystemExit(f"a bad `{name}` raised no error")
+print("lse_fast error-path smoke check: ok")
+PYEOF
+then
+  cat >&2 <<'MSG'
+lse_fast setup: the built extension does not raise clean errors (it crashed
+or gave the wrong error on a bad argument). The C++ compiler picked up for
+extensions is likely incompatible with torch's libstdc++. Rebuild with the
+system compiler, e.g.
+    CXX=/usr/bin/g++ CC=/usr/bin/gcc bash scripts/setup.sh
+or  CXX=/usr/bin/g++ CC=/usr/bin/gcc python3 setup.py build_ext --inplace
+(README.md, "Build options").
+MSG
+  exit 1
+fi

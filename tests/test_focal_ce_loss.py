@@ -146,6 +146,54 @@ def test_extreme_logits_stay_finite():
     assert_close(grad, want_grad, atol=grad_atol(want_grad), rtol=1e-4, name="grad")
 
 
+# Non-finite logits: (class offset from the pixel's target, value, ignored
+# pixel). The fused op must give NaN/inf exactly where the reference does, in
+# the loss and in the gradient, so a diverging run is never hidden (issue 15:
+# one NaN logit used to give a finite loss).
+NONFINITE = {
+    "nan_other_class": (1, float("nan"), False),
+    "nan_target_class": (0, float("nan"), False),
+    "pos_inf": (1, float("inf"), False),
+    "neg_inf_other_class": (1, -float("inf"), False),
+    "neg_inf_target_class": (0, -float("inf"), False),
+    "nan_at_ignored_pixel": (1, float("nan"), True),
+}
+
+
+@pytest.mark.parametrize("case", list(NONFINITE))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_nonfinite_logits_propagate_like_reference(case, dtype, reduction):
+    offset, value, ignored = NONFINITE[case]
+    x, t = make_case((2, 19, 16, 24), dtype, ignore_share=0.0)
+    t[0, 5, 7] = 255 if ignored else 4
+    x[0, (4 + offset) % 19, 5, 7] = value
+    a = x.clone().requires_grad_()
+    loss = ops.focal_ce_loss(a, t, reduction=reduction)
+    loss.sum().backward()
+    b = x.clone().requires_grad_()
+    want = reference.focal_ce_loss(b, t, reduction=reduction)
+    want.sum().backward()
+    # Finite elements agree as in test_matches_float64; what matters here is
+    # that NaN and inf sit exactly where the reference puts them.
+    assert_close(loss, want, rtol=1e-4, name="loss")
+    assert_close(a.grad, b.grad.to(dtype), atol=grad_atol(b.grad.nan_to_num(0, 0, 0), 1e-5, dtype),
+                 rtol=2**-7, name="grad")
+    # -inf at another class is a valid softmax input (p_c = 0); every other
+    # case at a counted pixel leaves no finite loss.
+    finite = ignored or case == "neg_inf_other_class"
+    assert bool(torch.isfinite(loss).all()) == finite
+
+
+def test_nan_logit_gives_nan_mean_loss():
+    # The report of issue 15: one NaN logit in a 2x19x16x24 batch.
+    x, t = make_case((2, 19, 16, 24), torch.float32)
+    t[0, 3, 5] = 2
+    x[0, 7, 3, 5] = float("nan")
+    assert torch.isnan(ops.focal_ce_loss(x, t))
+    assert torch.isnan(F.cross_entropy(x, t, ignore_index=255))
+
+
 def test_gradcheck_float64():
     x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
     t = torch.randint(0, 4, (2, 5, 6))
@@ -202,6 +250,7 @@ def test_opcheck(reduction, target_dtype):
     torch.library.opcheck(torch.ops.lse_fast.focal_ce_loss.default, (x, t, 3.0, 0.1, 255, reduction, False))
     xg = x.clone().requires_grad_()
     torch.library.opcheck(torch.ops.lse_fast.focal_ce_loss.default, (xg, t, 3.0, 0.1, 255, reduction, True))
+    torch.library.opcheck(torch.ops.lse_fast.focal_ce_loss.default, (xg, t, 3.0, 0.1, 255, reduction, True, False))
 
 
 def test_torch_compile_training_step():
@@ -237,7 +286,7 @@ def test_bad_input(make, match):
 
 def test_bad_arguments():
     x, t = make_case((1, 5, 7, 9), torch.float32)
-    with pytest.raises(RuntimeError, match="`gamma` must be >= 0, got -1.0"):
+    with pytest.raises(RuntimeError, match="`gamma` must be >= 0, got -1$"):
         ops.focal_ce_loss(x, t, gamma=-1.0)
     with pytest.raises(RuntimeError, match="`reduction` must be one of"):
         ops.focal_ce_loss(x, t, reduction="avg")
@@ -288,3 +337,59 @@ def test_cuda_bad_target_and_gradcheck():
     x64 = torch.randn(2, 4, 5, 6, dtype=torch.float64, device="cuda", requires_grad=True)
     t64 = torch.randint(0, 4, (2, 5, 6), device="cuda")
     assert torch.autograd.gradcheck(lambda z: ops.focal_ce_loss(z, t64), (x64,))
+
+
+def test_check_targets_false_skips_the_report_and_counts_bad_targets_as_ignored():
+    x, t = make_case((1, 5, 7, 9), torch.float32)
+    bad = t.clone()
+    bad[0, 3, 4] = 9
+    with pytest.raises(RuntimeError, match="`target` value 9 at flat index 31"):
+        ops.focal_ce_loss(x, bad)
+    as_ignored = t.clone()
+    as_ignored[0, 3, 4] = 255
+    for reduction in REDUCTIONS:
+        a = x.clone().requires_grad_()
+        got = ops.focal_ce_loss(a, bad, reduction=reduction, check_targets=False)
+        got.sum().backward()
+        b = x.clone().requires_grad_()
+        want = ops.focal_ce_loss(b, as_ignored, reduction=reduction)
+        want.sum().backward()
+        assert torch.equal(got, want) and torch.equal(a.grad, b.grad), reduction
+    crit = lse_fast.FocalCELoss(check_targets=False)
+    assert torch.equal(crit(x, bad), ops.focal_ce_loss(x, as_ignored))
+
+
+@requires_cuda
+def test_cuda_check_targets_false_is_graph_capturable():
+    x, t = make_case((2, 19, 64, 128), torch.float32)
+    x, t = x.cuda(), t.cuda()
+    want = ops.focal_ce_loss(x, t)
+    static = torch.zeros((), device="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        ops.focal_ce_loss(x, t, check_targets=False)  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static.copy_(ops.focal_ce_loss(x, t, check_targets=False))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_close(static, want, rtol=1e-6, name="loss")
+
+
+def test_reused_gradient_buffer_is_never_shared_with_a_live_gradient():
+    # >= 8 MiB gradients come from a one-buffer reuse cache (csrc/torch/memory.h):
+    # a buffer is reused only after its tensor died, and reuse gives the same values.
+    x1, t = make_case((1, 19, 256, 512), torch.float32)
+    x2 = x1.flip(3).contiguous()
+    g1 = torch.autograd.grad(ops.focal_ce_loss(x1.requires_grad_(), t), x1)[0]
+    kept = g1.clone()
+    g2 = torch.autograd.grad(ops.focal_ce_loss(x2.requires_grad_(), t), x2)[0]
+    assert g1.data_ptr() != g2.data_ptr() and torch.equal(g1, kept)
+    ptr = g1.data_ptr()
+    del g1
+    g3 = torch.autograd.grad(ops.focal_ce_loss(x1, t), x1)[0]
+    assert g3.data_ptr() == ptr  # the freed buffer came back
+    assert torch.equal(g3, kept)  # and was fully overwritten
+    assert torch.equal(g2, torch.autograd.grad(ops.focal_ce_loss(x2, t), x2)[0])

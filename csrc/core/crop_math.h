@@ -45,6 +45,13 @@ LSE_HD CropAxis make_crop_axis(float start, float end, int64_t out_size, int64_t
   return a;
 }
 
+// The axis of a bilinear (align_corners=False) upsampling of `in` pixels to
+// `out`: linear_tap on it gives exactly F.interpolate's taps (the whole map
+// is a box [0, in)). Used by crop_pseudo_labels and the upsampled score.
+LSE_HD CropAxis upsample_axis(int64_t in, int64_t out) {
+  return make_crop_axis(0.0f, static_cast<float>(in), out, in, false);
+}
+
 // Two neighbouring input indices and the weight of the second.
 struct LinearTap {
   int64_t i0 = 0, i1 = 0;
@@ -64,6 +71,24 @@ LSE_HD LinearTap linear_tap(const CropAxis& a, int64_t dst) {
   t.i1 = i0 < a.hi ? i0 + 1 : a.hi;
   t.l1 = u - cell;
   return t;
+}
+
+// F.interpolate's bilinear arithmetic in the accumulation type A, with
+// weights l1y (of the second row) and l1x (of the second column):
+//   l0y * (l0x * a + l1x * b) + l1y * (l0x * c + l1x * d)
+// where a, b are the first row's two taps and c, d the second row's. The one
+// blend of every bilinear kernel (crop_resize, the pseudo-label filter, the
+// upsampled score), CPU and CUDA.
+template <typename A>
+LSE_HD A bilinear_blend(float l1y, float l1x, A a, A b, A c, A d) {
+  const A wy1 = l1y, wy0 = A(1) - A(l1y), wx1 = l1x, wx0 = A(1) - A(l1x);
+  return wy0 * (wx0 * a + wx1 * b) + wy1 * (wx0 * c + wx1 * d);
+}
+
+// Sum of four taps with weights w[0..3], added in this order:
+// ((w0 a + w1 b) + w2 c) + w3 d. The one 4-tap sum of the composed taps.
+LSE_HD float four_tap_sum(const float* w, float a, float b, float c, float d) {
+  return ((w[0] * a + w[1] * b) + w[2] * c) + w[3] * d;
 }
 
 // "nearest-exact": floor((dst + 0.5) * scale), the product taken in double

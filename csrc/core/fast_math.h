@@ -36,8 +36,9 @@ LSE_HD float exp_nonpos(float z) {
   return z < kLowest ? 0.0f : er * two_n + (z - z);
 }
 
-// log(s) for finite s >= 1 (the softmax denominator, which is in [1, C]).
-// Max relative error about 2 ulp.
+// log(s) for finite s >= 1 (the softmax denominator, which is in [1, C]),
+// and NaN for NaN (a NaN logit makes the denominator NaN, and the loss and
+// entropy built on it must stay NaN). Max relative error about 2 ulp.
 LSE_HD float log_ge1(float s) {
   constexpr float kSqrt2 = 1.41421356237309505f;
   const uint32_t bits = float_to_bits(s);
@@ -62,7 +63,10 @@ LSE_HD float log_ge1(float s) {
   q = q * u - 2.4999993993e-1f;
   q = q * u + 3.3333331174e-1f;
   const float tail = (q * u * u2 + er * kLn2Lo) - 0.5f * u2;
-  return (u + tail) + er * kLn2Hi;
+  // s - s is 0 for finite s and NaN for NaN (whose bits would otherwise
+  // decode as a finite exponent and mantissa): adding it passes NaN on and
+  // leaves every finite result bit for bit unchanged.
+  return ((u + tail) + er * kLn2Hi) + (s - s);
 }
 
 // log(x) for any positive normal float x: log_ge1's decomposition

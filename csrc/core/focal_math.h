@@ -44,6 +44,16 @@ LSE_HD FocalTerms<A> focal_terms(A log_pt, A gamma, A beta) {
   return r;
 }
 
+// log p_t = x_t - m - log(sum_c exp(x_c - m)) for the maximum logit m and
+// the softmax denominator s, clamped to <= 0 (it can round a hair above 0
+// when p_t ~ 1). NaN is kept: a NaN or +inf logit makes s NaN, and the loss
+// and gradient of that pixel must be NaN as in the reference, not 0.
+template <typename A>
+LSE_HD A focal_log_pt(A x_target, A m, A s) {
+  const A log_pt = x_target - m - log_ge1_t(s);
+  return log_pt > A(0) ? A(0) : log_pt;
+}
+
 // Target of a pixel as a class index, or -1 when ignored or out of [0, C)
 // (out-of-range targets are reported by the validation pass, never read).
 template <typename Tgt>

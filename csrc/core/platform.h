@@ -124,7 +124,11 @@ LSE_HD bfloat16_t from_float<bfloat16_t>(float x) { return bfloat16_t{float_to_b
 enum class FloatKind : int { Float32 = 0, Float16 = 1, BFloat16 = 2, Float64 = 3 };
 
 // Kernels accumulate in double for double data and in float otherwise:
-// to_acc widens a stored element, from_acc<T> rounds an accumulator back.
+// acc_t<T> is that type (the one definition every kernel uses), to_acc
+// widens a stored element, from_acc<T> rounds an accumulator back.
+template <typename T>
+using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
 LSE_HD double to_acc(double x) { return x; }
 LSE_HD float to_acc(float x) { return x; }
 LSE_HD float to_acc(half_t x) { return to_float(x); }

@@ -10,47 +10,18 @@
 namespace lse::cpu {
 namespace {
 
-// Accumulation type: double for double, float for everything else.
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
-
-// One output row of one channel: F.interpolate's arithmetic,
-// l0y * (l0x * a + l1x * b) + l1y * (l0x * c + l1x * d).
+// One output row of one channel: F.interpolate's arithmetic (bilinear_blend).
 template <typename T>
 LSE_HD void bilinear_row_body(const T* r0, const T* r1, float ly, const int64_t* x0,
                               const int64_t* x1, const float* lx, int64_t ow, T* out) {
-  using A = typename Acc<T>::type;
-  const A l1y = ly, l0y = A(1) - A(ly);
+  using A = acc_t<T>;
   for (int64_t ox = 0; ox < ow; ++ox) {
-    const A l1x = lx[ox], l0x = A(1) - A(lx[ox]);
-    const A top = l0x * A(to_acc(r0[x0[ox]])) + l1x * A(to_acc(r0[x1[ox]]));
-    const A bottom = l0x * A(to_acc(r1[x0[ox]])) + l1x * A(to_acc(r1[x1[ox]]));
-    out[ox] = from_acc<T>(l0y * top + l1y * bottom);
+    out[ox] = from_acc<T>(bilinear_blend<A>(ly, lx[ox], A(to_acc(r0[x0[ox]])), A(to_acc(r0[x1[ox]])),
+                                            A(to_acc(r1[x0[ox]])), A(to_acc(r1[x1[ox]]))));
   }
 }
 
-template <typename T>
-void bilinear_row_generic(const T* r0, const T* r1, float ly, const int64_t* x0, const int64_t* x1,
-                          const float* lx, int64_t ow, T* out) {
-  bilinear_row_body(r0, r1, ly, x0, x1, lx, ow, out);
-}
-
-#if LSE_X86_DISPATCH
-template <typename T>
-LSE_TARGET_AVX2 void bilinear_row_avx2(const T* r0, const T* r1, float ly, const int64_t* x0,
-                                       const int64_t* x1, const float* lx, int64_t ow, T* out) {
-  bilinear_row_body(r0, r1, ly, x0, x1, lx, ow, out);
-}
-#endif
-
-template <typename T>
-void bilinear_row(const T* r0, const T* r1, float ly, const int64_t* x0, const int64_t* x1,
-                  const float* lx, int64_t ow, T* out) {
-#if LSE_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return bilinear_row_avx2(r0, r1, ly, x0, x1, lx, ow, out);
-#endif
-  bilinear_row_generic(r0, r1, ly, x0, x1, lx, ow, out);
-}
+LSE_CPU_DISPATCH(bilinear_row, bilinear_row_body)
 
 }  // namespace
 
@@ -175,77 +146,60 @@ struct PseudoLabelScratch {
   std::vector<LinearTap> fcol;  // upsampling taps of those columns
 };
 
-template <bool kAvx2>
-struct PseudoLabelLoops;
+// The three hot loops of a pseudo-label unit; always inlined into the
+// unit's body, so each ISA variant of the unit has its own compile of them.
 
-#define LSE_PSEUDO_LABEL_LOOPS(ATTR)                                                             \
-  /* out[c][ox] = sum_b w[ox][b] * p[c][row][idx[ox][b]] */                                     \
-  ATTR static void horizontal(const float* plane0, int64_t plane_stride, int64_t c,             \
-                              const int64_t* idx, const float* w, int64_t ow, float* out) {     \
-    for (int64_t cc = 0; cc < c; ++cc) {                                                         \
-      const float* p = plane0 + cc * plane_stride;                                               \
-      float* o = out + cc * ow;                                                                  \
-      for (int64_t ox = 0; ox < ow; ++ox) {                                                      \
-        const int64_t* i = idx + 4 * ox;                                                         \
-        const float* ww = w + 4 * ox;                                                            \
-        o[ox] = ((ww[0] * p[i[0]] + ww[1] * p[i[1]]) + ww[2] * p[i[2]]) + ww[3] * p[i[3]];        \
-      }                                                                                          \
-    }                                                                                            \
-  }                                                                                              \
-  /* argmax over c of sum_a w[a] * h[a][c][ox]; the lowest class wins a tie */                  \
-  ATTR static void vertical_argmax(const float* const* h, const float* w, int64_t c,            \
-                                   int64_t ow, float* best, int32_t* arg) {                      \
-    for (int64_t ox = 0; ox < ow; ++ox) best[ox] = -std::numeric_limits<float>::infinity(),      \
-                                        arg[ox] = 0;                                             \
-    for (int64_t cc = 0; cc < c; ++cc) {                                                         \
-      const int64_t o = cc * ow;                                                                 \
-      const int32_t label = static_cast<int32_t>(cc);                                            \
-      for (int64_t ox = 0; ox < ow; ++ox) {                                                      \
-        const float v = ((w[0] * h[0][o + ox] + w[1] * h[1][o + ox]) + w[2] * h[2][o + ox]) +    \
-                        w[3] * h[3][o + ox];                                                     \
-        const bool better = v > best[ox];                                                        \
-        best[ox] = better ? v : best[ox];                                                        \
-        arg[ox] = better ? label : arg[ox];                                                      \
-      }                                                                                          \
-    }                                                                                            \
-  }                                                                                              \
-  /* Filter of a full-resolution row: upsampled P per column, its argmax and entropy */         \
-  ATTR static void filter_row(const float* image, int64_t plane_stride, int64_t c, int64_t w,    \
-                              const LinearTap& ry, const LinearTap* cols, int64_t len,           \
-                              float* fmax, float* fent, int32_t* farg) {                         \
-    const float l1y = ry.l1, l0y = 1.0f - ry.l1;                                                 \
-    for (int64_t j = 0; j < len; ++j) fmax[j] = -1.0f, fent[j] = 0.0f, farg[j] = 0;              \
-    for (int64_t cc = 0; cc < c; ++cc) {                                                         \
-      const float* r0 = image + cc * plane_stride + ry.i0 * w;                                   \
-      const float* r1 = image + cc * plane_stride + ry.i1 * w;                                   \
-      const int32_t label = static_cast<int32_t>(cc);                                            \
-      for (int64_t j = 0; j < len; ++j) {                                                        \
-        const float l1x = cols[j].l1, l0x = 1.0f - cols[j].l1;                                   \
-        const float p = l0y * (l0x * r0[cols[j].i0] + l1x * r0[cols[j].i1]) +                    \
-                        l1y * (l0x * r1[cols[j].i0] + l1x * r1[cols[j].i1]);                     \
-        const bool better = p > fmax[j];                                                         \
-        fmax[j] = better ? p : fmax[j];                                                          \
-        farg[j] = better ? label : farg[j];                                                      \
-        fent[j] += entropy_term(p);                                                              \
-      }                                                                                          \
-    }                                                                                            \
+// out[c][ox] = sum_b w[ox][b] * p[c][row][idx[ox][b]]
+LSE_HD void pl_horizontal(const float* plane0, int64_t plane_stride, int64_t c, const int64_t* idx,
+                          const float* w, int64_t ow, float* out) {
+  for (int64_t cc = 0; cc < c; ++cc) {
+    const float* p = plane0 + cc * plane_stride;
+    float* o = out + cc * ow;
+    for (int64_t ox = 0; ox < ow; ++ox) {
+      const int64_t* i = idx + 4 * ox;
+      const float* ww = w + 4 * ox;
+      o[ox] = four_tap_sum(ww, p[i[0]], p[i[1]], p[i[2]], p[i[3]]);
+    }
   }
+}
 
-template <>
-struct PseudoLabelLoops<false> {
-  LSE_PSEUDO_LABEL_LOOPS()
-};
-#if LSE_X86_DISPATCH
-template <>
-struct PseudoLabelLoops<true> {
-  LSE_PSEUDO_LABEL_LOOPS(LSE_TARGET_AVX2)
-};
-#endif
-#undef LSE_PSEUDO_LABEL_LOOPS
+// argmax over c of sum_a w[a] * h[a][c][ox]; the lowest class wins a tie
+LSE_HD void pl_vertical_argmax(const float* const* h, const float* w, int64_t c, int64_t ow,
+                               float* best, int32_t* arg) {
+  for (int64_t ox = 0; ox < ow; ++ox) best[ox] = -std::numeric_limits<float>::infinity(), arg[ox] = 0;
+  for (int64_t cc = 0; cc < c; ++cc) {
+    const int64_t o = cc * ow;
+    const int32_t label = static_cast<int32_t>(cc);
+    for (int64_t ox = 0; ox < ow; ++ox) {
+      const float v = four_tap_sum(w, h[0][o + ox], h[1][o + ox], h[2][o + ox], h[3][o + ox]);
+      const bool better = v > best[ox];
+      best[ox] = better ? v : best[ox];
+      arg[ox] = better ? label : arg[ox];
+    }
+  }
+}
 
-template <bool kAvx2>
-void pseudo_label_unit(const PseudoLabelArgs& a, int64_t unit, PseudoLabelScratch& s) {
-  using Loops = PseudoLabelLoops<kAvx2>;
+// Filter of a full-resolution row: upsampled P per column, its argmax and entropy
+LSE_HD void pl_filter_row(const float* image, int64_t plane_stride, int64_t c, int64_t w,
+                          const LinearTap& ry, const LinearTap* cols, int64_t len, float* fmax,
+                          float* fent, int32_t* farg) {
+  for (int64_t j = 0; j < len; ++j) fmax[j] = -1.0f, fent[j] = 0.0f, farg[j] = 0;
+  for (int64_t cc = 0; cc < c; ++cc) {
+    const float* r0 = image + cc * plane_stride + ry.i0 * w;
+    const float* r1 = image + cc * plane_stride + ry.i1 * w;
+    const int32_t label = static_cast<int32_t>(cc);
+    for (int64_t j = 0; j < len; ++j) {
+      const float p = bilinear_blend<float>(ry.l1, cols[j].l1, r0[cols[j].i0], r0[cols[j].i1],
+                                            r1[cols[j].i0], r1[cols[j].i1]);
+      const bool better = p > fmax[j];
+      fmax[j] = better ? p : fmax[j];
+      farg[j] = better ? label : farg[j];
+      fent[j] += entropy_term(p);
+    }
+  }
+}
+
+LSE_HD void pseudo_label_unit_body(const PseudoLabelArgs& a, int64_t unit, PseudoLabelScratch& s) {
   const int64_t blocks = pseudo_label_blocks(a.oh);
   const int64_t k = unit / blocks;
   const int64_t oy0 = (unit - k * blocks) * kPseudoLabelRows;
@@ -255,8 +209,8 @@ void pseudo_label_unit(const PseudoLabelArgs& a, int64_t unit, PseudoLabelScratc
   const float log_c = c > 1 ? log_normal(static_cast<float>(c)) : 1.0f;
 
   // Full-resolution -> low-resolution upsampling axes (identity when equal).
-  const CropAxis up_y = make_crop_axis(0.0f, static_cast<float>(a.h), a.image_h, a.h, false);
-  const CropAxis up_x = make_crop_axis(0.0f, static_cast<float>(a.w), a.image_w, a.w, false);
+  const CropAxis up_y = upsample_axis(a.h, a.image_h);
+  const CropAxis up_x = upsample_axis(a.w, a.image_w);
   const CropAxis cy = a.boxes.y_axis(k, a.oh, a.image_h, false);
   const CropAxis cx = a.boxes.x_axis(k, ow, a.image_w, false);
 
@@ -298,19 +252,19 @@ void pseudo_label_unit(const PseudoLabelArgs& a, int64_t unit, PseudoLabelScratc
       while (needed[free_slot]) ++free_slot;  // at most 3 others are needed
       needed[free_slot] = true;
       s.slot_row[free_slot] = rt.idx[b];
-      Loops::horizontal(image + rt.idx[b] * a.w, plane, c, s.col_idx.data(), s.col_w.data(), ow,
+      pl_horizontal(image + rt.idx[b] * a.w, plane, c, s.col_idx.data(), s.col_w.data(), ow,
                         s.slots.data() + free_slot * c * ow);
       for (int b2 = b; b2 < 4; ++b2) {
         if (rt.idx[b2] == rt.idx[b]) which[b2] = free_slot;
       }
     }
     for (int b = 0; b < 4; ++b) h[b] = s.slots.data() + which[b] * c * ow;
-    Loops::vertical_argmax(h, rt.w, c, ow, s.best.data(), s.arg.data());
+    pl_vertical_argmax(h, rt.w, c, ow, s.best.data(), s.arg.data());
 
     const int64_t fy = nearest_tap(cy, oy);
     if (fy != s.filter_row) {
       s.filter_row = fy;
-      Loops::filter_row(image, plane, c, a.w, linear_tap(up_y, fy), s.fcol.data(), flen,
+      pl_filter_row(image, plane, c, a.w, linear_tap(up_y, fy), s.fcol.data(), flen,
                         s.fmax.data(), s.fent.data(), s.farg.data());
       for (int64_t j = 0; j < flen; ++j) {
         const float e = c > 1 ? s.fent[j] / log_c : 0.0f;
@@ -324,19 +278,13 @@ void pseudo_label_unit(const PseudoLabelArgs& a, int64_t unit, PseudoLabelScratc
   }
 }
 
+LSE_CPU_DISPATCH(pseudo_label_unit, pseudo_label_unit_body)
+
 }  // namespace
 
 void crop_pseudo_labels_cpu(const PseudoLabelArgs& args, int64_t begin, int64_t end) {
   PseudoLabelScratch scratch;
-  for (int64_t u = begin; u < end; ++u) {
-#if LSE_X86_DISPATCH
-    if (cpu_has_avx2_fma()) {
-      pseudo_label_unit<true>(args, u, scratch);
-      continue;
-    }
-#endif
-    pseudo_label_unit<false>(args, u, scratch);
-  }
+  for (int64_t u = begin; u < end; ++u) pseudo_label_unit(args, u, scratch);
 }
 
 #define LSE_INSTANTIATE_BILINEAR(T)                                                             \

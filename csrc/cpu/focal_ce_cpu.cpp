@@ -53,9 +53,7 @@ LSE_HD double focal_tile_body(const TileIO<A>& io, T* grad_out, int64_t grad_str
   double total = 0.0;
   for (int64_t p = 0; p < len; ++p) {
     const bool valid = io.cls[p] >= 0;
-    const A log_pt = xt[p] - m[p] - log_ge1_t(s[p]);
-    // log_pt can round a hair above 0 when p_t ~ 1; the math needs <= 0.
-    const FocalTerms<A> f = focal_terms<A>(log_pt < A(0) ? log_pt : A(0), io.gamma, io.beta);
+    const FocalTerms<A> f = focal_terms<A>(focal_log_pt(xt[p], m[p], s[p]), io.gamma, io.beta);
     const A loss = valid ? f.loss : A(0);
     io.loss[p] = loss;
     coef[p] = valid ? f.dloss_dL * io.grad_scale : A(0);
@@ -81,25 +79,7 @@ LSE_HD double focal_tile_body(const TileIO<A>& io, T* grad_out, int64_t grad_str
   return total;
 }
 
-template <typename A, typename T>
-double focal_tile_generic(const TileIO<A>& io, T* grad_out, int64_t grad_stride) {
-  return focal_tile_body<A, T>(io, grad_out, grad_stride);
-}
-
-#if LSE_X86_DISPATCH
-template <typename A, typename T>
-LSE_TARGET_AVX2 double focal_tile_avx2(const TileIO<A>& io, T* grad_out, int64_t grad_stride) {
-  return focal_tile_body<A, T>(io, grad_out, grad_stride);
-}
-#endif
-
-template <typename A, typename T>
-double focal_tile(const TileIO<A>& io, T* grad_out, int64_t grad_stride) {
-#if LSE_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return focal_tile_avx2<A, T>(io, grad_out, grad_stride);
-#endif
-  return focal_tile_generic<A, T>(io, grad_out, grad_stride);
-}
+LSE_CPU_DISPATCH(focal_tile, focal_tile_body)
 
 }  // namespace
 
@@ -152,7 +132,7 @@ void focal_ce_cpu_tiles(const T* logits, const PixelGeometry& g, const Tgt* targ
     io.len = t.len;
     io.loss = loss_per_pixel != nullptr ? loss_per_pixel + t.n * pixels + t.pixel : tile_loss.data();
     T* grad_tile = grad != nullptr ? grad + t.n * g.c * pixels + t.pixel : nullptr;
-    partial_loss[tile] = focal_tile<A, T>(io, grad_tile, pixels);
+    partial_loss[tile] = focal_tile(io, grad_tile, pixels);
   }
 }
 

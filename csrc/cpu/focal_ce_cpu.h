@@ -38,7 +38,7 @@ struct FocalArgs {
 
 // Accumulation (and loss) type: double for double logits, else float.
 template <typename T>
-using FocalAcc = std::conditional_t<std::is_same_v<T, double>, double, float>;
+using FocalAcc = acc_t<T>;
 
 // T: float, half_t, bfloat16_t (float math) or double (double math).
 // Tgt: uint8_t or int64_t, contiguous [N, H * W].

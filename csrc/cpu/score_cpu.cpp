@@ -4,12 +4,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/crop_math.h"
 #include "core/score_math.h"
 #include "cpu/isa.h"
 
 // The hot loops are compiled twice, for AVX2+FMA and for the baseline ISA,
-// and the CPU's features pick one at run time (cpu/isa.h), so a portable
-// build still runs 8-wide where the CPU allows it.
+// and cpu/isa.h picks one at run time (the CPU's features, or
+// LSE_FAST_CPU_ISA), so a portable build still runs 8-wide where it can.
 
 namespace lse::cpu {
 namespace {
@@ -57,35 +58,27 @@ LSE_HD void score_tile_planes_body(const float* planes, int64_t plane_stride, in
   }
 }
 
-using TilePlanesFn = void (*)(const float*, int64_t, int64_t, int64_t, float, float*, int64_t*,
-                              float*, int64_t*, double*, double*);
+LSE_CPU_DISPATCH(score_tile_planes, score_tile_planes_body)
 
-void score_tile_planes_generic(const float* planes, int64_t plane_stride, int64_t num_classes,
-                               int64_t len, float inv_log_c, float* conf, int64_t* label,
-                               float* ent, int64_t* part_pixels, double* part_conf,
-                               double* part_ent) {
-  score_tile_planes_body(planes, plane_stride, num_classes, len, inv_log_c, conf, label, ent,
-                         part_pixels, part_conf, part_ent);
+// Upsampled logits of one tile into float planes dst[c * kTile + p]: rows
+// r0_base/r1_base (class 0) with weight ly of the second, columns at the
+// premultiplied offsets x0/x1 with weights lx of the second.
+template <typename T>
+LSE_HD void upsample_planes_body(int64_t stride_c, int64_t num_classes,
+                                 const T* r0_base, const T* r1_base, float ly, const int64_t* x0,
+                                 const int64_t* x1, const float* lx, int64_t len, float* dst) {
+  for (int64_t c = 0; c < num_classes; ++c) {
+    const T* r0 = r0_base + c * stride_c;
+    const T* r1 = r1_base + c * stride_c;
+    float* y = dst + c * kTile;
+    for (int64_t p = 0; p < len; ++p) {
+      y[p] = bilinear_blend<float>(ly, lx[p], to_float(r0[x0[p]]), to_float(r0[x1[p]]),
+                                   to_float(r1[x0[p]]), to_float(r1[x1[p]]));
+    }
+  }
 }
 
-#if LSE_X86_DISPATCH
-LSE_TARGET_AVX2 void score_tile_planes_avx2(const float* planes, int64_t plane_stride,
-                                            int64_t num_classes, int64_t len, float inv_log_c,
-                                            float* conf, int64_t* label, float* ent,
-                                            int64_t* part_pixels, double* part_conf,
-                                            double* part_ent) {
-  score_tile_planes_body(planes, plane_stride, num_classes, len, inv_log_c, conf, label, ent,
-                         part_pixels, part_conf, part_ent);
-}
-
-#endif
-
-TilePlanesFn select_tile_planes() {
-#if LSE_X86_DISPATCH
-  if (cpu_has_avx2_fma()) return score_tile_planes_avx2;
-#endif
-  return score_tile_planes_generic;
-}
+LSE_CPU_DISPATCH(upsample_planes, upsample_planes_body)
 
 }  // namespace
 
@@ -98,7 +91,6 @@ void score_cpu_tiles(const T* logits, const PixelGeometry& g, int64_t tile_begin
   // first gathered into float planes.
   const bool in_place = std::is_same_v<T, float> && g.stride_col == 1;
   std::vector<float> buffer(in_place ? 0 : static_cast<size_t>(g.c * kTile));
-  const TilePlanesFn score_tile_planes = select_tile_planes();
 
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
     const Tile t = tile_at(g, tiling, tile);
@@ -114,6 +106,36 @@ void score_cpu_tiles(const T* logits, const PixelGeometry& g, int64_t tile_begin
     score_tile_planes(planes, plane_stride, g.c, t.len, inv_log_c, out.confidence + pix,
                       out.label + pix, out.entropy + pix, partials.pixels + tile * g.c,
                       partials.confidence + tile * g.c, partials.entropy + tile * g.c);
+  }
+}
+
+template <typename T>
+void score_upsampled_cpu_tiles(const T* logits, const UpsampledLogits& u, int64_t tile_begin,
+                               int64_t tile_end, const ScoreOutputs& out,
+                               const ScorePartials& partials) {
+  const PixelGeometry g = upsampled_geometry(u);
+  const Tiling tiling = make_tiling(g);
+  const float inv_log_c = g.c > 1 ? static_cast<float>(1.0 / std::log(static_cast<double>(g.c))) : 0.0f;
+  const CropAxis ay = upsample_axis(u.h, u.out_h), ax = upsample_axis(u.w, u.out_w);
+  std::vector<int64_t> x0(static_cast<size_t>(u.out_w)), x1(static_cast<size_t>(u.out_w));
+  std::vector<float> lx(static_cast<size_t>(u.out_w));
+  for (int64_t x = 0; x < u.out_w; ++x) {
+    const LinearTap t = linear_tap(ax, x);
+    x0[x] = t.i0 * u.stride_w, x1[x] = t.i1 * u.stride_w, lx[x] = t.l1;
+  }
+  std::vector<float> buffer(static_cast<size_t>(g.c * kTile));
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+    const Tile t = tile_at(g, tiling, tile);
+    const T* image = logits + t.n * u.stride_n;
+    const LinearTap ty = linear_tap(ay, t.row);
+    upsample_planes(u.stride_c, g.c, image + ty.i0 * u.stride_h, image + ty.i1 * u.stride_h,
+                    ty.l1, x0.data() + t.col0, x1.data() + t.col0, lx.data() + t.col0, t.len,
+                    buffer.data());
+    const int64_t pix = t.n * g.pixels() + t.pixel;
+    score_tile_planes(static_cast<const float*>(buffer.data()), int64_t{kTile}, g.c, t.len, inv_log_c,
+                      out.confidence + pix, out.label + pix, out.entropy + pix,
+                      partials.pixels + tile * g.c, partials.confidence + tile * g.c,
+                      partials.entropy + tile * g.c);
   }
 }
 
@@ -153,7 +175,9 @@ void score_cpu_serial(const T* logits, const PixelGeometry& g, const ScoreOutput
   template void score_cpu_tiles<T>(const T*, const PixelGeometry&, int64_t, int64_t,          \
                                    const ScoreOutputs&, const ScorePartials&);                \
   template void score_cpu_serial<T>(const T*, const PixelGeometry&, const ScoreOutputs&,      \
-                                    int64_t*, float*, float*);
+                                    int64_t*, float*, float*);                                \
+  template void score_upsampled_cpu_tiles<T>(const T*, const UpsampledLogits&, int64_t, int64_t, \
+                                             const ScoreOutputs&, const ScorePartials&);
 LSE_INSTANTIATE(float)
 LSE_INSTANTIATE(half_t)
 LSE_INSTANTIATE(bfloat16_t)

@@ -33,6 +33,32 @@ template <typename T>
 void score_cpu_tiles(const T* logits, const PixelGeometry& g, int64_t tile_begin,
                      int64_t tile_end, const ScoreOutputs& out, const ScorePartials& partials);
 
+// [N, C, h, w] logits with element strides, scored as their bilinear
+// (align_corners=False) upsampling to out_h x out_w, never materialised.
+struct UpsampledLogits {
+  int64_t n = 0, c = 0, h = 0, w = 0;
+  int64_t stride_n = 0, stride_c = 0, stride_h = 0, stride_w = 0;
+  int64_t out_h = 0, out_w = 0;
+};
+
+// The geometry of the upsampled map ([N, C, out_h, out_w] rows x cols) that
+// the tiling, the outputs and score_cpu_reduce of the upsampled score use.
+inline PixelGeometry upsampled_geometry(const UpsampledLogits& u) {
+  PixelGeometry g;
+  g.n = u.n, g.c = u.c, g.rows = u.out_h, g.cols = u.out_w;
+  g.stride_n = u.c * u.out_h * u.out_w, g.stride_c = u.out_h * u.out_w;
+  g.stride_row = u.out_w, g.stride_col = 1;
+  return g;
+}
+
+// Scores tiles [tile_begin, tile_end) of make_tiling(upsampled_geometry(u)):
+// per tile, the upsampled logits of its pixels (core/crop_math.h taps and
+// bilinear_blend, in float) go through the same per-pixel math as score.
+template <typename T>
+void score_upsampled_cpu_tiles(const T* logits, const UpsampledLogits& u, int64_t tile_begin,
+                               int64_t tile_end, const ScoreOutputs& out,
+                               const ScorePartials& partials);
+
 // Sums the partial rows of each image into [N, C] outputs.
 void score_cpu_reduce(const PixelGeometry& g, const ScorePartials& partials,
                       int64_t* class_pixels, float* class_confidence, float* class_entropy);

@@ -65,19 +65,7 @@ LSE_HD void gather_planes_body(const T* src, int64_t stride_c, int64_t stride_p,
   }
 }
 
-template <typename A, typename T>
-void gather_planes_generic(const T* src, int64_t stride_c, int64_t stride_p, int64_t num_classes,
-                           int64_t len, A* dst) {
-  gather_planes_body(src, stride_c, stride_p, num_classes, len, dst);
-}
-
-#if LSE_X86_DISPATCH
-template <typename A, typename T>
-LSE_TARGET_AVX2 void gather_planes_avx2(const T* src, int64_t stride_c, int64_t stride_p,
-                                        int64_t num_classes, int64_t len, A* dst) {
-  gather_planes_body(src, stride_c, stride_p, num_classes, len, dst);
-}
-#endif
+LSE_CPU_DISPATCH(gather_planes_dispatch, gather_planes_body)
 }  // namespace detail
 
 // Copies a tile's logits into planes dst[c * kTile + p] of the accumulation
@@ -86,12 +74,7 @@ LSE_TARGET_AVX2 void gather_planes_avx2(const T* src, int64_t stride_c, int64_t 
 template <typename A, typename T>
 void gather_planes(const T* src, int64_t stride_c, int64_t stride_p, int64_t num_classes,
                    int64_t len, A* dst) {
-#if LSE_X86_DISPATCH
-  if (cpu_has_avx2_fma()) {
-    return detail::gather_planes_avx2(src, stride_c, stride_p, num_classes, len, dst);
-  }
-#endif
-  detail::gather_planes_generic(src, stride_c, stride_p, num_classes, len, dst);
+  detail::gather_planes_dispatch(src, stride_c, stride_p, num_classes, len, dst);
 }
 
 }  // namespace lse::cpu

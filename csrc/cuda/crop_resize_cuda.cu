@@ -1,6 +1,7 @@
 // CUDA kernels of the crop ops. Same tap math as the CPU kernels
-// (core/crop_math.h). One thread per output element (pixel for the
-// pseudo-labels); consecutive threads write consecutive output columns.
+// (core/crop_math.h). One thread per output pixel, looping over the
+// channels with the pixel's taps computed once; consecutive threads write
+// consecutive output columns.
 #include "cuda/crop_resize_cuda.h"
 
 #include <type_traits>
@@ -14,24 +15,30 @@ unsigned int blocks_for(int64_t count) {
   return static_cast<unsigned int>((count + kThreads - 1) / kThreads);
 }
 
+// One thread per output pixel (k, oy, ox): its taps are computed once and
+// reused for every channel (the taps are the costly part; the channel loop
+// is two loads and three FMAs per tap pair). Consecutive threads write
+// consecutive output columns of each channel plane.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     crop_bilinear_kernel(const T* __restrict__ input, CropImage g, CropBoxes boxes, int64_t oh,
                          int64_t ow, bool align_corners, T* __restrict__ out, int64_t total) {
-  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  using A = acc_t<T>;
   const int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x;
   if (i >= total) return;
-  const int64_t ox = i % ow, oy = (i / ow) % oh, c = (i / (ow * oh)) % g.c, k = i / (ow * oh * g.c);
+  const int64_t ox = i % ow, oy = (i / ow) % oh, k = i / (ow * oh);
   const LinearTap ty = linear_tap(boxes.y_axis(k, oh, g.h, align_corners), oy);
   const LinearTap tx = linear_tap(boxes.x_axis(k, ow, g.w, align_corners), ox);
-  const T* plane = input + boxes.image(k) * g.stride_n + c * g.stride_c;
-  const T* r0 = plane + ty.i0 * g.stride_h;
-  const T* r1 = plane + ty.i1 * g.stride_h;
-  const int64_t x0 = tx.i0 * g.stride_w, x1 = tx.i1 * g.stride_w;
-  const A l1y = ty.l1, l0y = A(1) - A(ty.l1), l1x = tx.l1, l0x = A(1) - A(tx.l1);
-  const A top = l0x * A(to_acc(r0[x0])) + l1x * A(to_acc(r0[x1]));
-  const A bottom = l0x * A(to_acc(r1[x0])) + l1x * A(to_acc(r1[x1]));
-  out[i] = from_acc<T>(l0y * top + l1y * bottom);
+  const T* image = input + boxes.image(k) * g.stride_n;
+  const int64_t o00 = ty.i0 * g.stride_h + tx.i0 * g.stride_w, o01 = ty.i0 * g.stride_h + tx.i1 * g.stride_w;
+  const int64_t o10 = ty.i1 * g.stride_h + tx.i0 * g.stride_w, o11 = ty.i1 * g.stride_h + tx.i1 * g.stride_w;
+  const int64_t plane = oh * ow;
+  T* dst = out + k * g.c * plane + oy * ow + ox;
+  for (int64_t c = 0; c < g.c; ++c) {
+    const T* p = image + c * g.stride_c;
+    dst[c * plane] = from_acc<T>(bilinear_blend<A>(ty.l1, tx.l1, A(to_acc(p[o00])), A(to_acc(p[o01])),
+                                                   A(to_acc(p[o10])), A(to_acc(p[o11]))));
+  }
 }
 
 template <typename E>
@@ -40,10 +47,13 @@ __global__ void __launch_bounds__(kThreads)
                         int64_t ow, E* __restrict__ out, int64_t total) {
   const int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x;
   if (i >= total) return;
-  const int64_t ox = i % ow, oy = (i / ow) % oh, c = (i / (ow * oh)) % g.c, k = i / (ow * oh * g.c);
+  const int64_t ox = i % ow, oy = (i / ow) % oh, k = i / (ow * oh);
   const int64_t y = nearest_tap(boxes.y_axis(k, oh, g.h, false), oy);
   const int64_t x = nearest_tap(boxes.x_axis(k, ow, g.w, false), ox);
-  out[i] = input[boxes.image(k) * g.stride_n + c * g.stride_c + y * g.stride_h + x * g.stride_w];
+  const E* src = input + boxes.image(k) * g.stride_n + y * g.stride_h + x * g.stride_w;
+  const int64_t plane = oh * ow;
+  E* dst = out + k * g.c * plane + oy * ow + ox;
+  for (int64_t c = 0; c < g.c; ++c) dst[c * plane] = src[c * g.stride_c];
 }
 
 template <typename T, typename A>
@@ -53,24 +63,31 @@ __global__ void __launch_bounds__(kThreads)
                          int64_t total) {
   const int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x;
   if (i >= total) return;
-  const int64_t ox = i % ow, oy = (i / ow) % oh, c = (i / (ow * oh)) % g.c, k = i / (ow * oh * g.c);
-  A* plane = grad_in + boxes.image(k) * g.stride_n + c * g.stride_c;
-  const A v = A(to_acc(grad_out[i]));
+  const int64_t ox = i % ow, oy = (i / ow) % oh, k = i / (ow * oh);
+  A* image = grad_in + boxes.image(k) * g.stride_n;
+  const int64_t plane = oh * ow;
+  const T* src = grad_out + k * g.c * plane + oy * ow + ox;
   if (nearest) {
     const int64_t y = nearest_tap(boxes.y_axis(k, oh, g.h, false), oy);
     const int64_t x = nearest_tap(boxes.x_axis(k, ow, g.w, false), ox);
-    atomicAdd(plane + y * g.stride_h + x * g.stride_w, v);
+    A* d = image + y * g.stride_h + x * g.stride_w;
+    for (int64_t c = 0; c < g.c; ++c) atomicAdd(d + c * g.stride_c, A(to_acc(src[c * plane])));
     return;
   }
   const LinearTap ty = linear_tap(boxes.y_axis(k, oh, g.h, align_corners), oy);
   const LinearTap tx = linear_tap(boxes.x_axis(k, ow, g.w, align_corners), ox);
   const A l1y = ty.l1, l0y = A(1) - A(ty.l1), l1x = tx.l1, l0x = A(1) - A(tx.l1);
-  A* r0 = plane + ty.i0 * g.stride_h;
-  A* r1 = plane + ty.i1 * g.stride_h;
-  atomicAdd(r0 + tx.i0 * g.stride_w, l0y * l0x * v);
-  atomicAdd(r0 + tx.i1 * g.stride_w, l0y * l1x * v);
-  atomicAdd(r1 + tx.i0 * g.stride_w, l1y * l0x * v);
-  atomicAdd(r1 + tx.i1 * g.stride_w, l1y * l1x * v);
+  const A w00 = l0y * l0x, w01 = l0y * l1x, w10 = l1y * l0x, w11 = l1y * l1x;
+  const int64_t o00 = ty.i0 * g.stride_h + tx.i0 * g.stride_w, o01 = ty.i0 * g.stride_h + tx.i1 * g.stride_w;
+  const int64_t o10 = ty.i1 * g.stride_h + tx.i0 * g.stride_w, o11 = ty.i1 * g.stride_h + tx.i1 * g.stride_w;
+  for (int64_t c = 0; c < g.c; ++c) {
+    A* p = image + c * g.stride_c;
+    const A v = A(to_acc(src[c * plane]));
+    atomicAdd(p + o00, w00 * v);
+    atomicAdd(p + o01, w01 * v);
+    atomicAdd(p + o10, w10 * v);
+    atomicAdd(p + o11, w11 * v);
+  }
 }
 
 struct PseudoLabelGeometry {
@@ -79,7 +96,11 @@ struct PseudoLabelGeometry {
 
 // The CPU kernel's arithmetic per pixel: label = argmax over classes of
 // sum_a wy[a] * (sum_b wx[b] * p[c, ry[a], rx[b]]); filter from the
-// upsampled probabilities at the nearest full-resolution pixel.
+// upsampled probabilities at the nearest full-resolution pixel. The filter
+// is decided first, so its taps are dead before the label's are live (fewer
+// registers), and a filtered pixel skips the label loop. Offsets are in
+// Index (int32 when a probability plane has fewer than 2^31 elements).
+template <typename Index>
 __global__ void __launch_bounds__(kThreads)
     crop_pseudo_labels_kernel(const float* __restrict__ probs, PseudoLabelGeometry g, CropBoxes boxes,
                               const float* __restrict__ thresholds, uint8_t ignore_index,
@@ -87,45 +108,56 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t i = int64_t{blockIdx.x} * kThreads + threadIdx.x;
   if (i >= total) return;
   const int64_t ox = i % g.ow, oy = (i / g.ow) % g.oh, k = i / (g.ow * g.oh);
-  const int64_t plane = g.h * g.w;
-  const float* image = probs + boxes.image(k) * g.c * plane;
-  const CropAxis up_y = make_crop_axis(0.0f, static_cast<float>(g.h), g.image_h, g.h, false);
-  const CropAxis up_x = make_crop_axis(0.0f, static_cast<float>(g.w), g.image_w, g.w, false);
+  const Index plane = static_cast<Index>(g.h * g.w);
+  const float* image = probs + boxes.image(k) * g.c * static_cast<int64_t>(plane);
+  const CropAxis up_y = upsample_axis(g.h, g.image_h);
+  const CropAxis up_x = upsample_axis(g.w, g.image_w);
   const CropAxis cy = boxes.y_axis(k, g.oh, g.image_h, false);
   const CropAxis cx = boxes.x_axis(k, g.ow, g.image_w, false);
+
+  {
+    const LinearTap fy = linear_tap(up_y, nearest_tap(cy, oy));
+    const LinearTap fx = linear_tap(up_x, nearest_tap(cx, ox));
+    const Index r0 = static_cast<Index>(fy.i0 * g.w), r1 = static_cast<Index>(fy.i1 * g.w);
+    const Index x0 = static_cast<Index>(fx.i0), x1 = static_cast<Index>(fx.i1);
+    float fmax = -1.0f, ent = 0.0f;
+    int farg = 0;
+    const float* p = image;
+    for (int64_t c = 0; c < g.c; ++c, p += plane) {
+      const float v = bilinear_blend<float>(fy.l1, fx.l1, p[r0 + x0], p[r0 + x1], p[r1 + x0], p[r1 + x1]);
+      if (v > fmax) fmax = v, farg = static_cast<int>(c);
+      ent += entropy_term(v);
+    }
+    const float e = g.c > 1 ? ent / log_normal(static_cast<float>(g.c)) : 0.0f;
+    if (!(e <= thresholds[farg])) {
+      out[i] = ignore_index;
+      return;
+    }
+  }
 
   const LinearTap ty = linear_tap(cy, oy), tx = linear_tap(cx, ox);
   const ComposedTaps rows = compose_taps(ty, linear_tap(up_y, ty.i0), linear_tap(up_y, ty.i1));
   const ComposedTaps cols = compose_taps(tx, linear_tap(up_x, tx.i0), linear_tap(up_x, tx.i1));
+  Index row_off[4], col_off[4];
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+    row_off[a] = static_cast<Index>(rows.idx[a] * g.w);
+    col_off[a] = static_cast<Index>(cols.idx[a]);
+  }
   float best = -INFINITY;
   int label = 0;
-  for (int64_t c = 0; c < g.c; ++c) {
-    const float* p = image + c * plane;
+  const float* p = image;
+  for (int64_t c = 0; c < g.c; ++c, p += plane) {
     float h[4];
 #pragma unroll
     for (int a = 0; a < 4; ++a) {
-      const float* r = p + rows.idx[a] * g.w;
-      h[a] = ((cols.w[0] * r[cols.idx[0]] + cols.w[1] * r[cols.idx[1]]) + cols.w[2] * r[cols.idx[2]]) +
-             cols.w[3] * r[cols.idx[3]];
+      const float* r = p + row_off[a];
+      h[a] = four_tap_sum(cols.w, r[col_off[0]], r[col_off[1]], r[col_off[2]], r[col_off[3]]);
     }
-    const float v = ((rows.w[0] * h[0] + rows.w[1] * h[1]) + rows.w[2] * h[2]) + rows.w[3] * h[3];
+    const float v = four_tap_sum(rows.w, h[0], h[1], h[2], h[3]);
     if (v > best) best = v, label = static_cast<int>(c);
   }
-
-  const LinearTap fy = linear_tap(up_y, nearest_tap(cy, oy));
-  const LinearTap fx = linear_tap(up_x, nearest_tap(cx, ox));
-  const float l1y = fy.l1, l0y = 1.0f - fy.l1, l1x = fx.l1, l0x = 1.0f - fx.l1;
-  float fmax = -1.0f, ent = 0.0f;
-  int farg = 0;
-  for (int64_t c = 0; c < g.c; ++c) {
-    const float* r0 = image + c * plane + fy.i0 * g.w;
-    const float* r1 = image + c * plane + fy.i1 * g.w;
-    const float p = l0y * (l0x * r0[fx.i0] + l1x * r0[fx.i1]) + l1y * (l0x * r1[fx.i0] + l1x * r1[fx.i1]);
-    if (p > fmax) fmax = p, farg = static_cast<int>(c);
-    ent += entropy_term(p);
-  }
-  const float e = g.c > 1 ? ent / log_normal(static_cast<float>(g.c)) : 0.0f;
-  out[i] = e <= thresholds[farg] ? static_cast<uint8_t>(label) : ignore_index;
+  out[i] = static_cast<uint8_t>(label);
 }
 
 }  // namespace
@@ -133,8 +165,8 @@ __global__ void __launch_bounds__(kThreads)
 cudaError_t crop_bilinear_launch(const void* input, FloatKind kind, const CropImage& image,
                                  const float* boxes, int64_t k, int64_t oh, int64_t ow,
                                  bool align_corners, void* out, cudaStream_t stream) {
-  const int64_t total = k * image.c * oh * ow;
-  if (total == 0) return cudaSuccess;
+  const int64_t total = k * oh * ow;  // one thread per output pixel, all channels
+  if (total == 0 || image.c == 0) return cudaSuccess;
   const CropBoxes b{boxes, k};
   switch (kind) {
     case FloatKind::Float32:
@@ -161,8 +193,8 @@ cudaError_t crop_bilinear_launch(const void* input, FloatKind kind, const CropIm
 cudaError_t crop_nearest_launch(const void* input, int element_size, const CropImage& image,
                                 const float* boxes, int64_t k, int64_t oh, int64_t ow, void* out,
                                 cudaStream_t stream) {
-  const int64_t total = k * image.c * oh * ow;
-  if (total == 0) return cudaSuccess;
+  const int64_t total = k * oh * ow;  // one thread per output pixel, all channels
+  if (total == 0 || image.c == 0) return cudaSuccess;
   const CropBoxes b{boxes, k};
   const unsigned int blocks = blocks_for(total);
   switch (element_size) {
@@ -191,8 +223,8 @@ cudaError_t crop_nearest_launch(const void* input, int element_size, const CropI
 cudaError_t crop_backward_launch(const void* grad_out, FloatKind kind, const CropImage& g,
                                  const float* boxes, int64_t k, int64_t oh, int64_t ow, bool nearest,
                                  bool align_corners, void* grad_in, cudaStream_t stream) {
-  const int64_t total = k * g.c * oh * ow;
-  if (total == 0) return cudaSuccess;
+  const int64_t total = k * oh * ow;  // one thread per output pixel, all channels
+  if (total == 0 || g.c == 0) return cudaSuccess;
   const CropBoxes b{boxes, k};
   const unsigned int blocks = blocks_for(total);
   switch (kind) {
@@ -224,8 +256,13 @@ cudaError_t crop_pseudo_labels_launch(const float* probs, int64_t n, int64_t c, 
   if (total == 0) return cudaSuccess;
   (void)n;
   const PseudoLabelGeometry g{c, h, w, image_h, image_w, oh, ow};
-  crop_pseudo_labels_kernel<<<blocks_for(total), kThreads, 0, stream>>>(probs, g, CropBoxes{boxes, k}, thresholds,
-                                                                        ignore_index, out, total);
+  if (h * w <= INT32_MAX) {
+    crop_pseudo_labels_kernel<int32_t><<<blocks_for(total), kThreads, 0, stream>>>(
+        probs, g, CropBoxes{boxes, k}, thresholds, ignore_index, out, total);
+  } else {
+    crop_pseudo_labels_kernel<int64_t><<<blocks_for(total), kThreads, 0, stream>>>(
+        probs, g, CropBoxes{boxes, k}, thresholds, ignore_index, out, total);
+  }
   return cudaGetLastError();
 }
 

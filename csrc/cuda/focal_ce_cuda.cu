@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(kThreads)
                     double gamma_d, double beta_d, int64_t ignore_index, bool mean,
                     const unsigned long long* __restrict__ valid, void* loss_per_pixel,
                     T* __restrict__ grad, double* loss_sum) {
-  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  using A = acc_t<T>;
   __shared__ double partial[kThreads / 32];
   const A gamma = static_cast<A>(gamma_d), beta = static_cast<A>(beta_d);
   const int64_t pixels = g.rows * g.cols;
@@ -77,8 +77,7 @@ __global__ void __launch_bounds__(kThreads)
     A s = A(0);
 #pragma unroll 4
     for (int c = 0; c < num_classes; ++c) s += exp_nonpos_t(to_acc(x[c * g.stride_c]) - m);
-    const A log_pt = xt - m - log_ge1_t(s);
-    const FocalTerms<A> f = focal_terms<A>(log_pt < A(0) ? log_pt : A(0), gamma, beta);
+    const FocalTerms<A> f = focal_terms<A>(focal_log_pt(xt, m, s), gamma, beta);
     const bool is_valid = cls >= 0;
     const A loss = is_valid ? f.loss : A(0);
     my_loss = static_cast<double>(loss);

@@ -1,5 +1,6 @@
 // CUDA kernel of the fused scoring op. Same per-pixel math as the CPU kernel
-// (core/score_math.h).
+// (core/score_math.h), read directly or through the bilinear upsampling taps
+// (core/crop_math.h) for score_upsampled.
 //
 // Layout: thread i of a block handles pixels base + k * kThreads + i for
 // k < kPixelsPerThread, so a warp reads 32 consecutive pixels of one class
@@ -9,6 +10,7 @@
 // block adds its C sums to global memory once, in double.
 #include "cuda/score_cuda.h"
 
+#include "core/crop_math.h"
 #include "core/score_math.h"
 
 namespace lse::cuda {
@@ -34,59 +36,94 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-template <typename T>
+// Softmax state of output pixel q: read directly, or (kUpsample) each class
+// value blended from its four low-resolution taps, computed once per pixel.
+template <typename T, bool kUpsample>
+__device__ __forceinline__ ScoreAcc score_pixel(const T* image, const PixelGeometry& g,
+                                                const ScoreUpsample& up, int64_t q) {
+  const int num_classes = static_cast<int>(g.c);
+  if constexpr (kUpsample) {
+    const int64_t row = q / g.cols;
+    const LinearTap ty = linear_tap(up.y, row), tx = linear_tap(up.x, q - row * g.cols);
+    const T* r0 = image + ty.i0 * up.stride_h;
+    const T* r1 = image + ty.i1 * up.stride_h;
+    const int64_t x0 = tx.i0 * up.stride_w, x1 = tx.i1 * up.stride_w;
+    auto value = [&](int c) {
+      const int64_t o = int64_t{c} * g.stride_c;
+      return bilinear_blend<float>(ty.l1, tx.l1, load(r0 + o + x0), load(r0 + o + x1), load(r1 + o + x0),
+                                   load(r1 + o + x1));
+    };
+    ScoreAcc acc = score_init(value(0));
+#pragma unroll 2
+    for (int c = 1; c < num_classes; ++c) score_update(acc, value(c), c);
+    return acc;
+  } else {
+    const T* x = image + g.pixel_offset(q);
+    ScoreAcc acc = score_init(load(x));
+#pragma unroll 4
+    for (int c = 1; c < num_classes; ++c) score_update(acc, load(x + c * g.stride_c), c);
+    return acc;
+  }
+}
+
+// Grid: blocks_per_image blocks per image (sized from the SM count by the
+// launcher), each striding over the image's chunks of kPixelsPerBlock
+// pixels. Per-class sums stay in shared memory (warp sums in float, block
+// sums in double) and each block adds them to the zeroed workspace once;
+// the last block to finish converts the workspace into the op's outputs, so
+// one memset and this kernel are the whole launch.
+template <typename T, bool kUpsample>
 __global__ void __launch_bounds__(kThreads)
-    score_kernel(const T* __restrict__ logits, PixelGeometry g, int64_t blocks_per_image,
+    score_kernel(const T* __restrict__ logits, PixelGeometry g, ScoreUpsample up, int64_t blocks_per_image,
                  float inv_log_c, float* __restrict__ confidence, int64_t* __restrict__ label,
-                 float* __restrict__ entropy, unsigned long long* __restrict__ class_pixels,
-                 double* __restrict__ class_confidence, double* __restrict__ class_entropy) {
+                 float* __restrict__ entropy, ScoreWorkspace ws, int64_t* __restrict__ class_pixels,
+                 float* __restrict__ class_confidence, float* __restrict__ class_entropy) {
   extern __shared__ unsigned char smem_raw[];
   const int num_classes = static_cast<int>(g.c);
-  float* s_conf = reinterpret_cast<float*>(smem_raw);
-  float* s_ent = s_conf + num_classes;
+  double* s_conf = reinterpret_cast<double*>(smem_raw);
+  double* s_ent = s_conf + num_classes;
   unsigned* s_count = reinterpret_cast<unsigned*>(s_ent + num_classes);
   for (int c = threadIdx.x; c < num_classes; c += kThreads) {
-    s_conf[c] = 0.0f, s_ent[c] = 0.0f, s_count[c] = 0u;
+    s_conf[c] = 0.0, s_ent[c] = 0.0, s_count[c] = 0u;
   }
   __syncthreads();
 
   const int64_t n = blockIdx.x / blocks_per_image;
-  const int64_t first = (blockIdx.x - n * blocks_per_image) * kPixelsPerBlock;
   const int64_t pixels = g.rows * g.cols;
+  const int64_t chunks = (pixels + kPixelsPerBlock - 1) / kPixelsPerBlock;
   const T* image = logits + n * g.stride_n;
   const int lane = threadIdx.x & 31;
 
-  // Every lane runs every iteration (the bound is block-uniform), so the
-  // full-mask warp intrinsics below are safe; out-of-range lanes carry -1.
-  for (int k = 0; k < kPixelsPerThread; ++k) {
-    const int64_t q = first + int64_t{k} * kThreads + threadIdx.x;
-    int cls = -1;
-    float conf = 0.0f, ent = 0.0f;
-    if (q < pixels) {
-      const T* x = image + g.pixel_offset(q);
-      ScoreAcc acc = score_init(load(x));
-#pragma unroll 4
-      for (int c = 1; c < num_classes; ++c) score_update(acc, load(x + c * g.stride_c), c);
-      const ScoreResult r = score_finish(acc, inv_log_c);
-      const int64_t out = n * pixels + q;
-      confidence[out] = r.confidence;
-      entropy[out] = r.entropy;
-      label[out] = r.label;
-      cls = r.label, conf = r.confidence, ent = r.entropy;
-    }
-    const int cls0 = __shfl_sync(kFullMask, cls, 0);
-    if (__all_sync(kFullMask, cls == cls0 && cls >= 0)) {
-      const float conf_sum = warp_sum(conf);
-      const float ent_sum = warp_sum(ent);
-      if (lane == 0) {
-        atomicAdd(&s_conf[cls], conf_sum);
-        atomicAdd(&s_ent[cls], ent_sum);
-        atomicAdd(&s_count[cls], 32u);
+  for (int64_t chunk = blockIdx.x - n * blocks_per_image; chunk < chunks; chunk += blocks_per_image) {
+    const int64_t first = chunk * kPixelsPerBlock;
+    // Every lane runs every iteration (the bounds are block-uniform), so the
+    // full-mask warp intrinsics below are safe; out-of-range lanes carry -1.
+    for (int k = 0; k < kPixelsPerThread; ++k) {
+      const int64_t q = first + int64_t{k} * kThreads + threadIdx.x;
+      int cls = -1;
+      float conf = 0.0f, ent = 0.0f;
+      if (q < pixels) {
+        const ScoreResult r = score_finish(score_pixel<T, kUpsample>(image, g, up, q), inv_log_c);
+        const int64_t out = n * pixels + q;
+        confidence[out] = r.confidence;
+        entropy[out] = r.entropy;
+        label[out] = r.label;
+        cls = r.label, conf = r.confidence, ent = r.entropy;
       }
-    } else if (cls >= 0) {
-      atomicAdd(&s_conf[cls], conf);
-      atomicAdd(&s_ent[cls], ent);
-      atomicAdd(&s_count[cls], 1u);
+      const int cls0 = __shfl_sync(kFullMask, cls, 0);
+      if (__all_sync(kFullMask, cls == cls0 && cls >= 0)) {
+        const float conf_sum = warp_sum(conf);
+        const float ent_sum = warp_sum(ent);
+        if (lane == 0) {
+          atomicAdd(&s_conf[cls], static_cast<double>(conf_sum));
+          atomicAdd(&s_ent[cls], static_cast<double>(ent_sum));
+          atomicAdd(&s_count[cls], 32u);
+        }
+      } else if (cls >= 0) {
+        atomicAdd(&s_conf[cls], static_cast<double>(conf));
+        atomicAdd(&s_ent[cls], static_cast<double>(ent));
+        atomicAdd(&s_count[cls], 1u);
+      }
     }
   }
   __syncthreads();
@@ -95,25 +132,67 @@ __global__ void __launch_bounds__(kThreads)
     const unsigned count = s_count[c];
     if (count != 0u) {
       const int64_t i = n * num_classes + c;
-      atomicAdd(&class_pixels[i], static_cast<unsigned long long>(count));
-      atomicAdd(&class_confidence[i], static_cast<double>(s_conf[c]));
-      atomicAdd(&class_entropy[i], static_cast<double>(s_ent[c]));
+      atomicAdd(&ws.pixels[i], static_cast<unsigned long long>(count));
+      atomicAdd(&ws.confidence[i], s_conf[c]);
+      atomicAdd(&ws.entropy[i], s_ent[c]);
     }
   }
+  // Last block out: every block's sums are in the workspace (each block
+  // fences its atomics before taking a ticket); convert them to the outputs.
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(ws.done, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int64_t cells = g.n * num_classes;
+  for (int64_t i = threadIdx.x; i < cells; i += kThreads) {
+    class_pixels[i] = static_cast<int64_t>(__ldcg(&ws.pixels[i]));
+    class_confidence[i] = static_cast<float>(__ldcg(&ws.confidence[i]));
+    class_entropy[i] = static_cast<float>(__ldcg(&ws.entropy[i]));
+  }
+}
+
+// Resident blocks of 256 threads per SM to aim for (2048 threads per SM on
+// sm_80/sm_90), and the SM count of the current device (cached per device).
+constexpr int kBlocksPerSm = 2048 / kThreads;
+
+int sm_count() {
+  static int cached[64] = {0};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 108;
+  if (device < 0 || device >= 64) return 108;
+  if (cached[device] == 0) {
+    int sms = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || sms <= 0) sms = 108;
+    cached[device] = sms;
+  }
+  return cached[device];
 }
 
 template <typename T>
 cudaError_t launch(const ScoreCudaArgs& a, cudaStream_t stream) {
   const PixelGeometry& g = a.geometry;
-  const int64_t blocks_per_image = (g.rows * g.cols + kPixelsPerBlock - 1) / kPixelsPerBlock;
+  const int64_t chunks = (g.rows * g.cols + kPixelsPerBlock - 1) / kPixelsPerBlock;
+  // Enough blocks for about one full wave of the device, spread over the images.
+  const int64_t wave = int64_t{sm_count()} * kBlocksPerSm;
+  int64_t blocks_per_image = (wave + g.n - 1) / g.n;
+  blocks_per_image = blocks_per_image < chunks ? blocks_per_image : chunks;
+  blocks_per_image = blocks_per_image > 0 ? blocks_per_image : 1;
   const int64_t blocks = blocks_per_image * g.n;
   if (blocks > INT32_MAX) return cudaErrorInvalidConfiguration;
-  const size_t smem = static_cast<size_t>(g.c) * (2 * sizeof(float) + sizeof(unsigned));
+  const size_t smem = static_cast<size_t>(g.c) * (2 * sizeof(double) + sizeof(unsigned));
   const float inv_log_c = g.c > 1 ? static_cast<float>(1.0 / log(static_cast<double>(g.c))) : 0.0f;
-  score_kernel<T><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
-      static_cast<const T*>(a.logits), g, blocks_per_image, inv_log_c, a.confidence, a.label,
-      a.entropy, reinterpret_cast<unsigned long long*>(a.class_pixels), a.class_confidence,
-      a.class_entropy);
+  if (a.upsample != nullptr) {
+    score_kernel<T, true><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
+        static_cast<const T*>(a.logits), g, *a.upsample, blocks_per_image, inv_log_c, a.confidence,
+        a.label, a.entropy, a.workspace, a.class_pixels, a.class_confidence, a.class_entropy);
+  } else {
+    score_kernel<T, false><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
+        static_cast<const T*>(a.logits), g, ScoreUpsample{}, blocks_per_image, inv_log_c, a.confidence,
+        a.label, a.entropy, a.workspace, a.class_pixels, a.class_confidence, a.class_entropy);
+  }
   return cudaGetLastError();
 }
 
@@ -122,10 +201,7 @@ cudaError_t launch(const ScoreCudaArgs& a, cudaStream_t stream) {
 cudaError_t score_cuda_launch(const ScoreCudaArgs& args, cudaStream_t stream) {
   const PixelGeometry& g = args.geometry;
   if (g.c < 1 || g.c > kScoreMaxClasses || g.n * g.rows * g.cols <= 0) return cudaErrorInvalidValue;
-  const size_t cells = static_cast<size_t>(g.n * g.c);
-  cudaError_t err = cudaMemsetAsync(args.class_pixels, 0, cells * sizeof(int64_t), stream);
-  if (err == cudaSuccess) err = cudaMemsetAsync(args.class_confidence, 0, cells * sizeof(double), stream);
-  if (err == cudaSuccess) err = cudaMemsetAsync(args.class_entropy, 0, cells * sizeof(double), stream);
+  const cudaError_t err = cudaMemsetAsync(args.workspace.pixels, 0, score_workspace_bytes(g.n, g.c), stream);
   if (err != cudaSuccess) return err;
   switch (args.kind) {
     case FloatKind::Float32: return launch<float>(args, stream);

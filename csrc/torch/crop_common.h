@@ -15,25 +15,23 @@ namespace lse::torch_ops {
 
 enum class CropMode : int64_t { Bilinear = 0, Nearest = 1 };
 
-inline std::pair<int64_t, int64_t> check_out_size(const char* op, at::IntArrayRef size,
-                                                  const char* name) {
-  LSE_CHECK_ARG(op, size.size() == 2 && size[0] > 0 && size[1] > 0, name,
-                "must be (height, width) with positive sizes, got ", size);
-  return {size[0], size[1]};
-}
-
-// Boxes as float32 [K, 5] on the host, with every row checked against an
-// N x H x W input. Boxes may live on the CPU or on the input's device; the
-// latter costs one small device-to-host copy.
-inline at::Tensor checked_host_boxes(const char* op, const at::Tensor& boxes,
-                                     const at::Device& device, int64_t n, int64_t h, int64_t w) {
+// Metadata of `boxes`: float32 [K, 5] on the CPU or on `device`.
+inline void check_boxes_meta(const char* op, const at::Tensor& boxes, const at::Device& device) {
   LSE_CHECK_ARG(op, boxes.dim() == 2 && boxes.size(1) == 5, "boxes",
                 "must have shape [K, 5] with rows (batch_index, x1, y1, x2, y2), got shape ",
                 boxes.sizes());
   LSE_CHECK_ARG(op, boxes.scalar_type() == at::kFloat, "boxes", "must be float32, got ",
-                boxes.scalar_type());
+                dtype_name(boxes.scalar_type()));
   LSE_CHECK_ARG(op, boxes.device().is_cpu() || boxes.device() == device, "boxes",
                 "must be on the CPU or on the input's device (", device, "), got ", boxes.device());
+}
+
+// Boxes as float32 [K, 5] on the host, with every row checked against an
+// N x H x W input (metadata checked first). Boxes may live on the CPU or on
+// the input's device; the latter costs one small device-to-host copy.
+inline at::Tensor checked_host_boxes(const char* op, const at::Tensor& boxes,
+                                     const at::Device& device, int64_t n, int64_t h, int64_t w) {
+  check_boxes_meta(op, boxes, device);
   at::Tensor host = boxes.to(at::kCPU).contiguous();
   const float* b = host.const_data_ptr<float>();
   for (int64_t k = 0; k < host.size(0); ++k) {
@@ -52,20 +50,24 @@ inline at::Tensor checked_host_boxes(const char* op, const at::Tensor& boxes,
   return host;
 }
 
+inline bool is_floating(at::ScalarType dt) {
+  return dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble;
+}
+
+// Metadata checks of crop_resize in their order: input, mode, size, boxes.
 inline CropMode check_crop_resize_input(const at::Tensor& input, int64_t mode) {
-  LSE_CHECK_DIM("crop_resize", input, 4, "[N, C, H, W]");
+  LSE_CHECK_DIM("crop_resize", input, 4, "[N, C, H, W] ([N, H, W] is taken by lse_fast.ops.crop_resize)");
   LSE_CHECK_ARG("crop_resize", mode == 0 || mode == 1, "mode",
                 "code must be 0 (bilinear) or 1 (nearest), got ", mode);
   const auto dt = input.scalar_type();
-  const bool floating = dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble;
   if (mode == 0) {
-    LSE_CHECK_ARG("crop_resize", floating, "input",
-                  "must be floating point for mode='bilinear', got ", dt,
-                  "; integer and bool inputs require mode='nearest'");
+    LSE_CHECK_ARG("crop_resize", is_floating(dt), "input",
+                  "must be float32, float16, bfloat16 or float64 for mode='bilinear', got ",
+                  dtype_name(dt), "; integer and bool inputs require mode='nearest'");
   } else {
-    LSE_CHECK_ARG("crop_resize", floating || dt == at::kByte || dt == at::kBool || dt == at::kLong,
+    LSE_CHECK_ARG("crop_resize", is_floating(dt) || dt == at::kByte || dt == at::kBool || dt == at::kLong,
                   "input", "must be float32, float16, bfloat16, float64, uint8, bool or int64, got ",
-                  dt);
+                  dtype_name(dt));
   }
   LSE_CHECK_ARG("crop_resize", input.size(2) > 0 && input.size(3) > 0, "input",
                 "has an empty image, shape ", input.sizes());
@@ -82,8 +84,8 @@ inline at::Tensor check_crop_backward_input(const at::Tensor& grad, const at::Te
   LSE_CHECK_DEVICE(op, grad, device_type);
   LSE_CHECK_ARG(op, mode == 0 || mode == 1, "mode", "code must be 0 or 1, got ", mode);
   const auto dt = grad.scalar_type();
-  LSE_CHECK_ARG(op, dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
-                "grad", "must be floating point, got ", dt);
+  LSE_CHECK_ARG(op, is_floating(dt), "grad", "must be float32, float16, bfloat16 or float64, got ",
+                dtype_name(dt));
   at::Tensor host = checked_host_boxes(op, boxes, grad.device(), input_size[0], input_size[2], input_size[3]);
   LSE_CHECK_ARG(op, grad.size(0) == host.size(0) && grad.size(1) == input_size[1], "grad",
                 "must have shape [K, C, oh, ow] = [", host.size(0), ", ", input_size[1],
@@ -115,8 +117,8 @@ inline void check_crop_pseudo_labels_input(const at::Tensor& probs, const at::Te
   const char* op = "crop_pseudo_labels";
   LSE_CHECK_DIM(op, probs, 4, "[N, C, h, w]");
   const auto dt = probs.scalar_type();
-  LSE_CHECK_ARG(op, dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
-                "probs", "must be float32, float16 or bfloat16, got ", dt);
+  LSE_CHECK_ARG(op, is_floating(dt), "probs", "must be float32, float16, bfloat16 or float64, got ",
+                dtype_name(dt));
   LSE_CHECK_ARG(op, probs.size(1) > 0 && probs.size(2) > 0 && probs.size(3) > 0, "probs",
                 "must have C, h, w > 0, got shape ", probs.sizes());
   LSE_CHECK_ARG(op, probs.size(1) <= 255, "probs", "has ", probs.size(1),
@@ -124,7 +126,7 @@ inline void check_crop_pseudo_labels_input(const at::Tensor& probs, const at::Te
   LSE_CHECK_ARG(op, thresholds.dim() == 1 && thresholds.size(0) == probs.size(1) &&
                         thresholds.scalar_type() == at::kFloat,
                 "thresholds", "must be float32 of shape [C] = [", probs.size(1), "], got ",
-                thresholds.scalar_type(), " ", thresholds.sizes());
+                dtype_name(thresholds.scalar_type()), " ", thresholds.sizes());
   LSE_CHECK_ARG(op, thresholds.device().is_cpu() || thresholds.device() == probs.device(),
                 "thresholds", "must be on the CPU or the device of probs (", probs.device(),
                 "), got ", thresholds.device());

@@ -17,13 +17,13 @@ inline Reduction check_focal_ce_input(const at::Tensor& logits, const at::Tensor
   const auto dt = logits.scalar_type();
   LSE_CHECK_ARG("focal_ce_loss",
                 dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
-                "logits", "must be float32, float16, bfloat16 or float64, got ", dt);
+                "logits", "must be float32, float16, bfloat16 or float64, got ", dtype_name(dt));
   LSE_CHECK_ARG("focal_ce_loss", logits.size(1) > 0, "logits",
                 "must have at least one class (size(1) = C > 0), got shape ", logits.sizes());
   LSE_CHECK_DIM("focal_ce_loss", target, 3, "[N, H, W]");
   LSE_CHECK_ARG("focal_ce_loss",
                 target.scalar_type() == at::kLong || target.scalar_type() == at::kByte, "target",
-                "must be int64 or uint8, got ", target.scalar_type());
+                "must be int64 or uint8, got ", dtype_name(target.scalar_type()));
   LSE_CHECK_ARG("focal_ce_loss",
                 target.size(0) == logits.size(0) && target.size(1) == logits.size(2) &&
                     target.size(2) == logits.size(3),

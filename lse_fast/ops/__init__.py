@@ -5,8 +5,9 @@ holds the public wrapper with the fake (meta) implementation for
 torch.compile and the autograd registration beside it.
 """
 
+from lse_fast._extension import cpu_isa
 from lse_fast.ops.crop_resize import crop_pseudo_labels, crop_resize
 from lse_fast.ops.focal_ce_loss import FocalCELoss, focal_ce_loss
 from lse_fast.ops.score import Scores, score
 
-__all__ = ["FocalCELoss", "Scores", "crop_pseudo_labels", "crop_resize", "focal_ce_loss", "score"]
+__all__ = ["FocalCELoss", "Scores", "cpu_isa", "crop_pseudo_labels", "crop_resize", "focal_ce_loss", "score"]

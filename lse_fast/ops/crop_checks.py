@@ -1,113 +1,130 @@
-"""Argument checks shared by the crop ops, their fake implementations and
-their references. Metadata only (shapes, dtypes, devices): the box values
-are checked by the kernels (and by `check_box_values` in the references), so
-these run unchanged under torch.compile."""
+"""Argument conversion and metadata checks of the crop ops.
+
+The C++ checks (csrc/torch/crop_common.h) are the eager checks. The
+functions `check_*_meta` repeat their metadata part (shapes, dtypes,
+devices), word for word and in the same order, for the fake (meta)
+implementations under torch.compile; tests/test_census_ops.py asserts that
+eager and fake errors agree. Box values are data: the kernels check them
+(and `check_box_values` in the references)."""
 
 import torch
 
-_FLOAT = (torch.float32, torch.float16, torch.bfloat16)
-_NEAREST_ONLY = (torch.uint8, torch.bool, torch.int64)
 MODES = {"bilinear": 0, "nearest": 1}
+MAX_SIDE = 1 << 24  # the taps are computed in float, exact for indices up to 2^24
+_FLOAT = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def _size_pair(op, name, size):
+def _fail(op, name, what):
+    raise RuntimeError(f"lse_fast.{op}: `{name}` {what}")
+
+
+# --- conversion (Python wrappers and references) ---------------------------
+
+
+def require_tensor(op, name, value):
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"lse_fast.{op}: `{name}` must be a torch.Tensor, got {type(value).__name__}")
+
+
+def size_list(op, name, size):
+    """(height, width) as a list of two ints; values are checked by the op."""
     if (
         not isinstance(size, (tuple, list, torch.Size))
         or len(size) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
     ):
-        raise RuntimeError(f"lse_fast.{op}: `{name}` must be (height, width) with positive ints, got {size!r}")
+        raise TypeError(f"lse_fast.{op}: `{name}` must be (height, width) as two ints, got {size!r}")
+    return [int(size[0]), int(size[1])]
+
+
+def mode_code(op, mode):
+    if mode not in MODES:
+        raise RuntimeError(f"lse_fast.{op}: `mode` must be 'bilinear' or 'nearest', got {mode!r}")
+    return MODES[mode]
+
+
+def require_bool(op, name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"lse_fast.{op}: `{name}` must be a bool, got {value!r}")
+
+
+# --- metadata checks (mirror csrc/torch/crop_common.h) ---------------------
+
+
+def check_out_size(op, size, name):
+    if not (len(size) == 2 and all(0 < v <= MAX_SIDE for v in size)):
+        _fail(op, name, f"must be (height, width) with sizes in [1, {MAX_SIDE}], got {list(size)}")
     return int(size[0]), int(size[1])
 
 
-def check_boxes(op, boxes, input):
-    if not isinstance(boxes, torch.Tensor):
-        raise TypeError(f"lse_fast.{op}: `boxes` must be a torch.Tensor, got {type(boxes).__name__}")
+def check_boxes_meta(op, boxes, device):
     if boxes.dim() != 2 or boxes.shape[1] != 5:
-        raise RuntimeError(
-            f"lse_fast.{op}: `boxes` must have shape [K, 5] with rows (batch_index, x1, y1, x2, y2), "
-            f"got shape {list(boxes.shape)}"
-        )
+        _fail(op, "boxes", f"must have shape [K, 5] with rows (batch_index, x1, y1, x2, y2), got shape {list(boxes.shape)}")
     if boxes.dtype != torch.float32:
-        raise RuntimeError(f"lse_fast.{op}: `boxes` must be float32, got {boxes.dtype}")
-    if boxes.device.type != "cpu" and boxes.device != input.device:
-        raise RuntimeError(
-            f"lse_fast.{op}: `boxes` must be on the CPU or on the input's device ({input.device}), got {boxes.device}"
-        )
+        _fail(op, "boxes", f"must be float32, got {boxes.dtype}")
+    if boxes.device.type != "cpu" and boxes.device != device:
+        _fail(op, "boxes", f"must be on the CPU or on the input's device ({device}), got {boxes.device}")
 
 
-def check_crop_resize_input(input, boxes, size, mode, align_corners, allow_float64=False):
-    """Checks the arguments of crop_resize; returns (out_height, out_width)."""
+def check_crop_resize_meta(input, boxes, size, mode):
+    """Metadata checks of lse_fast::crop_resize (4-d input, mode code);
+    returns (oh, ow)."""
     op = "crop_resize"
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"lse_fast.{op}: `input` must be a torch.Tensor, got {type(input).__name__}")
-    if mode not in MODES:
-        raise RuntimeError(f"lse_fast.{op}: `mode` must be 'bilinear' or 'nearest', got {mode!r}")
-    if not isinstance(align_corners, bool):
-        raise RuntimeError(f"lse_fast.{op}: `align_corners` must be a bool, got {align_corners!r}")
-    float_ok = _FLOAT + ((torch.float64,) if allow_float64 else ())
-    if input.dim() == 4:
-        ok = float_ok + (torch.uint8,)
-        if input.dtype not in ok:
-            raise RuntimeError(
-                f"lse_fast.{op}: `input` [N, C, H, W] must be float32, float16, bfloat16 or uint8, got {input.dtype}"
-            )
-    elif input.dim() == 3:
-        ok = float_ok + _NEAREST_ONLY
-        if input.dtype not in ok:
-            raise RuntimeError(
-                f"lse_fast.{op}: `input` [N, H, W] must be uint8, bool, int64 or a float type, got {input.dtype}"
-            )
-    else:
-        raise RuntimeError(
-            f"lse_fast.{op}: `input` must be [N, C, H, W] (images, probability maps) or [N, H, W] "
-            f"(masks, labels), got shape {list(input.shape)}"
-        )
-    if mode == "bilinear" and input.dtype not in float_ok:
-        raise RuntimeError(
-            f"lse_fast.{op}: mode='bilinear' needs a floating-point `input`; {input.dtype} input "
-            "(labels, masks, uint8 images) requires mode='nearest', which is exact"
-        )
-    check_boxes(op, boxes, input)
-    if input.shape[-1] == 0 or input.shape[-2] == 0:
-        raise RuntimeError(f"lse_fast.{op}: `input` has an empty image (shape {list(input.shape)})")
-    return _size_pair(op, "size", size)
+    if input.dim() != 4:
+        _fail(op, "input", "must have 4 dimensions [N, C, H, W] ([N, H, W] is taken by lse_fast.ops.crop_resize), "
+              f"got shape {list(input.shape)}")
+    if mode not in (0, 1):
+        _fail(op, "mode", f"code must be 0 (bilinear) or 1 (nearest), got {mode}")
+    dt = input.dtype
+    if mode == 0 and dt not in _FLOAT:
+        _fail(op, "input", f"must be float32, float16, bfloat16 or float64 for mode='bilinear', got {dt}; "
+              "integer and bool inputs require mode='nearest'")
+    if mode == 1 and dt not in _FLOAT + (torch.uint8, torch.bool, torch.int64):
+        _fail(op, "input", f"must be float32, float16, bfloat16, float64, uint8, bool or int64, got {dt}")
+    if input.shape[2] == 0 or input.shape[3] == 0:
+        _fail(op, "input", f"has an empty image, shape {list(input.shape)}")
+    oh, ow = check_out_size(op, size, "size")
+    check_boxes_meta(op, boxes, input.device)
+    return oh, ow
 
 
-def check_crop_pseudo_labels_input(probs, boxes, size, thresholds, image_size, ignore_index, allow_float64=True):
-    """Checks the arguments of crop_pseudo_labels; returns (oh, ow, (H, W))."""
+def check_crop_backward_meta(grad, boxes, input_size, mode):
+    op = "crop_resize_backward"
+    if len(input_size) != 4:
+        _fail(op, "input_size", f"must be [N, C, H, W], got {list(input_size)}")
+    if grad.dim() != 4:
+        _fail(op, "grad", f"must have 4 dimensions [K, C, oh, ow], got shape {list(grad.shape)}")
+    if mode not in (0, 1):
+        _fail(op, "mode", f"code must be 0 or 1, got {mode}")
+    if grad.dtype not in _FLOAT:
+        _fail(op, "grad", f"must be float32, float16, bfloat16 or float64, got {grad.dtype}")
+    check_boxes_meta(op, boxes, grad.device)
+    if grad.shape[0] != boxes.shape[0] or grad.shape[1] != input_size[1]:
+        _fail(op, "grad", f"must have shape [K, C, oh, ow] = [{boxes.shape[0]}, {input_size[1]}, oh, ow], "
+              f"got {list(grad.shape)}")
+
+
+def check_crop_pseudo_labels_meta(probs, boxes, size, thresholds, image_size, ignore_index):
+    """Metadata checks of lse_fast::crop_pseudo_labels; returns (oh, ow, (H, W))."""
     op = "crop_pseudo_labels"
-    if not isinstance(probs, torch.Tensor):
-        raise TypeError(f"lse_fast.{op}: `probs` must be a torch.Tensor, got {type(probs).__name__}")
     if probs.dim() != 4:
-        raise RuntimeError(f"lse_fast.{op}: `probs` must have shape [N, C, h, w], got shape {list(probs.shape)}")
-    float_ok = _FLOAT + ((torch.float64,) if allow_float64 else ())
-    if probs.dtype not in float_ok:
-        raise RuntimeError(f"lse_fast.{op}: `probs` must be float32, float16 or bfloat16, got {probs.dtype}")
-    n, c, h, w = probs.shape
-    if c == 0 or h == 0 or w == 0:
-        raise RuntimeError(f"lse_fast.{op}: `probs` must have C, h, w > 0, got shape {list(probs.shape)}")
+        _fail(op, "probs", f"must have 4 dimensions [N, C, h, w], got shape {list(probs.shape)}")
+    if probs.dtype not in _FLOAT:
+        _fail(op, "probs", f"must be float32, float16, bfloat16 or float64, got {probs.dtype}")
+    _, c, h, w = probs.shape
+    if not (c > 0 and h > 0 and w > 0):
+        _fail(op, "probs", f"must have C, h, w > 0, got shape {list(probs.shape)}")
     if c > 255:
-        raise RuntimeError(f"lse_fast.{op}: uint8 pseudo-labels hold at most 255 classes, `probs` has {c}")
-    check_boxes(op, boxes, probs)
-    oh, ow = _size_pair(op, "size", size)
-    hw = (h, w) if image_size is None else _size_pair(op, "image_size", image_size)
-    if not isinstance(thresholds, torch.Tensor) or thresholds.shape != (c,):
-        got = list(thresholds.shape) if isinstance(thresholds, torch.Tensor) else type(thresholds).__name__
-        raise RuntimeError(f"lse_fast.{op}: `thresholds` must be a float32 tensor of shape [C] = [{c}], got {got}")
-    if thresholds.dtype != torch.float32:
-        raise RuntimeError(f"lse_fast.{op}: `thresholds` must be float32, got {thresholds.dtype}")
+        _fail(op, "probs", f"has {c} classes; uint8 pseudo-labels hold at most 255")
+    if not (thresholds.dim() == 1 and thresholds.shape[0] == c and thresholds.dtype == torch.float32):
+        _fail(op, "thresholds", f"must be float32 of shape [C] = [{c}], got {thresholds.dtype} {list(thresholds.shape)}")
     if thresholds.device.type != "cpu" and thresholds.device != probs.device:
-        raise RuntimeError(
-            f"lse_fast.{op}: `thresholds` must be on the CPU or on the device of `probs` ({probs.device}), "
-            f"got {thresholds.device}"
-        )
-    if not isinstance(ignore_index, int) or not 0 <= ignore_index <= 255:
-        raise RuntimeError(f"lse_fast.{op}: `ignore_index` must be an int in [0, 255] (uint8 labels), got {ignore_index!r}")
-    if ignore_index < c:
-        raise RuntimeError(
-            f"lse_fast.{op}: `ignore_index` ({ignore_index}) must not be a class index (C = {c})"
-        )
+        _fail(op, "thresholds", f"must be on the CPU or the device of probs ({probs.device}), got {thresholds.device}")
+    if not (c <= ignore_index <= 255):
+        _fail(op, "ignore_index", f"must be in [C, 255] = [{c}, 255], got {ignore_index}")
+    oh, ow = check_out_size(op, size, "size")
+    hw = check_out_size(op, image_size, "image_size")
+    check_boxes_meta(op, boxes, probs.device)
     return oh, ow, hw
 
 

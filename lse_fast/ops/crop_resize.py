@@ -6,7 +6,41 @@ boxes in one launch."""
 import torch
 
 from lse_fast._extension import require_kernels_for
-from lse_fast.ops.crop_checks import MODES, check_crop_pseudo_labels_input, check_crop_resize_input
+from lse_fast.ops.crop_checks import (
+    check_crop_backward_meta,
+    check_crop_pseudo_labels_meta,
+    check_crop_resize_meta,
+    mode_code,
+    require_bool,
+    require_tensor,
+    size_list,
+)
+
+
+def crop_resize_args(input, boxes, size, mode, align_corners):
+    """The op's arguments converted for lse_fast::crop_resize: (4-d input,
+    boxes, [oh, ow], mode code, align_corners, squeezed). Conversion only:
+    the op checks the values."""
+    op = "crop_resize"
+    require_tensor(op, "input", input)
+    require_tensor(op, "boxes", boxes)
+    code = mode_code(op, mode)
+    require_bool(op, "align_corners", align_corners)
+    squeeze = input.dim() == 3
+    return (input.unsqueeze(1) if squeeze else input), boxes, size_list(op, "size", size), code, align_corners, squeeze
+
+
+def crop_pseudo_labels_args(probs, boxes, size, thresholds, image_size, ignore_index):
+    """The op's arguments converted for lse_fast::crop_pseudo_labels."""
+    op = "crop_pseudo_labels"
+    for name, value in (("probs", probs), ("boxes", boxes), ("thresholds", thresholds)):
+        require_tensor(op, name, value)
+    hw = image_size
+    if hw is None:  # default (h, w); a probs of the wrong rank is reported by the op
+        hw = list(probs.shape[-2:]) if probs.dim() >= 2 else [1, 1]
+    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
+        raise TypeError(f"lse_fast.{op}: `ignore_index` must be an int, got {ignore_index!r}")
+    return probs, boxes, size_list(op, "size", size), thresholds, size_list(op, "image_size", hw), ignore_index
 
 
 def crop_resize(input, boxes, size, *, mode="bilinear", align_corners=False):
@@ -32,11 +66,10 @@ def crop_resize(input, boxes, size, *, mode="bilinear", align_corners=False):
         x1:x2], size, mode, align_corners)``. Differentiable w.r.t. a
         floating-point `input`.
     """
-    oh, ow = check_crop_resize_input(input, boxes, size, mode, align_corners, allow_float64=True)
-    require_kernels_for("crop_resize", input)
-    if input.dim() == 3:
-        return torch.ops.lse_fast.crop_resize.default(input.unsqueeze(1), boxes, [oh, ow], MODES[mode], align_corners)[:, 0]
-    return torch.ops.lse_fast.crop_resize.default(input, boxes, [oh, ow], MODES[mode], align_corners)
+    x, boxes, size, code, align_corners, squeeze = crop_resize_args(input, boxes, size, mode, align_corners)
+    require_kernels_for("crop_resize", x)
+    out = torch.ops.lse_fast.crop_resize.default(x, boxes, size, code, align_corners)
+    return out[:, 0] if squeeze else out
 
 
 def crop_pseudo_labels(probs, boxes, size, thresholds, *, image_size=None, ignore_index=255):
@@ -50,7 +83,7 @@ def crop_pseudo_labels(probs, boxes, size, thresholds, *, image_size=None, ignor
     is 0.
 
     Args:
-        probs: ``[N, C, h, w]`` softmax probabilities (float32/16/bf16), e.g.
+        probs: ``[N, C, h, w]`` softmax probabilities (float32/16/bf16/64), e.g.
             the network's stride-8 output, or at full resolution.
         boxes: float32 ``[K, 5]`` in the pixel coordinates of `image_size`.
         size: ``(oh, ow)`` of the pseudo-labels.
@@ -62,28 +95,27 @@ def crop_pseudo_labels(probs, boxes, size, thresholds, *, image_size=None, ignor
     Returns:
         uint8 ``[K, oh, ow]``.
     """
-    oh, ow, hw = check_crop_pseudo_labels_input(
-        probs, boxes, size, thresholds, image_size, ignore_index, allow_float64=False
-    )
+    args = crop_pseudo_labels_args(probs, boxes, size, thresholds, image_size, ignore_index)
     require_kernels_for("crop_pseudo_labels", probs)
-    return torch.ops.lse_fast.crop_pseudo_labels.default(probs, boxes, [oh, ow], thresholds, list(hw), ignore_index)
+    return torch.ops.lse_fast.crop_pseudo_labels.default(*args)
 
 
 @torch.library.register_fake("lse_fast::crop_resize")
 def _crop_resize_fake(input, boxes, size, mode, align_corners):
-    torch._check(input.dim() == 4, lambda: "lse_fast.crop_resize: `input` must be 4-d")
-    k = boxes.shape[0]
-    return input.new_empty((k, input.shape[1], size[0], size[1]))
+    oh, ow = check_crop_resize_meta(input, boxes, size, mode)
+    return input.new_empty((boxes.shape[0], input.shape[1], oh, ow))
 
 
 @torch.library.register_fake("lse_fast::crop_resize_backward")
 def _crop_resize_backward_fake(grad, boxes, input_size, mode, align_corners):
+    check_crop_backward_meta(grad, boxes, input_size, mode)
     return grad.new_empty(tuple(input_size))
 
 
 @torch.library.register_fake("lse_fast::crop_pseudo_labels")
 def _crop_pseudo_labels_fake(probs, boxes, size, thresholds, image_size, ignore_index):
-    return probs.new_empty((boxes.shape[0], size[0], size[1]), dtype=torch.uint8)
+    oh, ow, _ = check_crop_pseudo_labels_meta(probs, boxes, size, thresholds, image_size, ignore_index)
+    return probs.new_empty((boxes.shape[0], oh, ow), dtype=torch.uint8)
 
 
 def _crop_resize_setup_context(ctx, inputs, output):

@@ -17,6 +17,7 @@
 #include "core/platform.h"
 #include "core/score_math.h"
 #include "cpu/focal_ce_cpu.h"
+#include "cpu/isa.h"
 #include "cpu/score_cpu.h"
 
 namespace {
@@ -66,6 +67,10 @@ void test_log_ge1() {
   }
   EXPECT(worst <= 2.0, "max error %.2f ulp at s=%.9g", worst, worst_at);
   EXPECT(lse::log_ge1(1.0f) == 0.0f, "log(1) = %.9g", lse::log_ge1(1.0f));
+  // A NaN softmax denominator (from a NaN logit) must not decode as a number.
+  EXPECT(std::isnan(lse::log_ge1(NAN)), "log(NaN) is NaN");
+  EXPECT(std::isnan(lse::focal_log_pt(1.0f, 2.0f, NAN)), "log p_t of a NaN denominator is NaN");
+  EXPECT(lse::focal_log_pt(1.0f, 1.0f, 1.0f) == 0.0f, "log p_t clamped to <= 0");
   // Relative accuracy just above 1, where the entropy of confident pixels lives.
   for (float eps : {1e-7f, 1e-5f, 1e-3f}) {
     const float s = 1.0f + eps;
@@ -406,6 +411,24 @@ void test_crop_taps() {
 
 }  // namespace
 
+void test_cpu_isa_parse() {
+  using lse::cpu::CpuIsa;
+  using lse::cpu::parse_cpu_isa;
+  for (bool has : {false, true}) {
+    const CpuIsa best = has ? CpuIsa::Avx2Fma : CpuIsa::Portable;
+    EXPECT(parse_cpu_isa(nullptr, has).isa == best && parse_cpu_isa(nullptr, has).error.empty(), "unset");
+    EXPECT(parse_cpu_isa("", has).isa == best, "empty");
+    EXPECT(parse_cpu_isa("auto", has).isa == best, "auto");
+    EXPECT(parse_cpu_isa("portable", has).isa == CpuIsa::Portable && parse_cpu_isa("portable", has).error.empty(),
+           "portable");
+  }
+  EXPECT(parse_cpu_isa("avx2", true).isa == CpuIsa::Avx2Fma, "avx2 on an AVX2 CPU");
+  EXPECT(!parse_cpu_isa("avx2", false).error.empty(), "avx2 without AVX2 is an error");
+  const auto bad = parse_cpu_isa("AVX512", true);
+  EXPECT(bad.error.find("LSE_FAST_CPU_ISA") != std::string::npos && bad.error.find("'AVX512'") != std::string::npos,
+         "bad value named: %s", bad.error.c_str());
+}
+
 int main() {
   const std::vector<std::pair<const char*, void (*)()>> tests = {
       {"exp_nonpos", test_exp_nonpos},     {"log_ge1", test_log_ge1},
@@ -413,7 +436,7 @@ int main() {
       {"geometry", test_geometry},         {"score_cpu_kernel", test_kernel},
       {"float_to_16bit", test_float_to_16bit}, {"focal_terms", test_focal_terms},
       {"focal_cpu_kernel", test_focal_kernel}, {"log_normal", test_log_normal},
-      {"crop_taps", test_crop_taps},
+      {"crop_taps", test_crop_taps},       {"cpu_isa_parse", test_cpu_isa_parse},
   };
   for (const auto& [name, fn] : tests) {
     const int before = g_failures;

@@ -59,6 +59,7 @@ at::Tensor crop_resize_kernel(const at::Tensor& input, const at::Tensor& boxes, 
                               int64_t mode_code, bool align_corners) {
   const CropMode mode = check_crop_resize_input(input, mode_code);
   LSE_CHECK_DEVICE("crop_resize", input, at::kCPU);
+  LSE_CHECK_CPU_ISA("crop_resize");
   const auto [oh, ow] = check_out_size("crop_resize", size, "size");
   const at::Tensor host_boxes =
       checked_host_boxes("crop_resize", boxes, input.device(), input.size(0), input.size(2), input.size(3));
@@ -113,6 +114,7 @@ void backward_kernel_impl(const T* grad_out, const CropImage& g, int64_t oh, int
 at::Tensor crop_resize_backward_kernel(const at::Tensor& grad, const at::Tensor& boxes,
                                        at::IntArrayRef input_size, int64_t mode_code, bool align_corners) {
   const at::Tensor host_boxes = check_crop_backward_input(grad, boxes, input_size, mode_code, at::kCPU);
+  LSE_CHECK_CPU_ISA("crop_resize_backward");
   const int64_t k = host_boxes.size(0), oh = grad.size(2), ow = grad.size(3);
   const auto dt = grad.scalar_type();
   at::Tensor grad_in = zeroed_grad_accumulator(grad, input_size);
@@ -154,6 +156,7 @@ at::Tensor crop_pseudo_labels_kernel(const at::Tensor& probs, const at::Tensor& 
                                      int64_t ignore_index) {
   const PseudoLabelCall call =
       check_crop_pseudo_labels_call(probs, boxes, size, thresholds, image_size, ignore_index, at::kCPU);
+  LSE_CHECK_CPU_ISA("crop_pseudo_labels");
   const at::Tensor& host_boxes = call.host_boxes;
   const int64_t k = host_boxes.size(0), oh = call.oh, ow = call.ow, H = call.image_h, W = call.image_w;
   at::Tensor out = empty_for_overwrite({k, oh, ow}, probs.options().dtype(at::kByte));

@@ -41,12 +41,12 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel_impl(const at::Tensor& lo
                                                             double gamma, double beta,
                                                             int64_t ignore_index,
                                                             Reduction reduction,
-                                                            bool compute_grad) {
+                                                            bool compute_grad, bool check_targets) {
   const PixelGeometry g = pixel_geometry(logits);
   const Tgt* tgt = target.const_data_ptr<Tgt>();
   const int64_t pixels = target.numel();
   const cpu::TargetCheck check = count_targets(tgt, pixels, ignore_index, g.c);
-  if (check.first_bad >= 0) {
+  if (check_targets && check.first_bad >= 0) {
     report_bad_target(static_cast<int64_t>(tgt[check.first_bad]), check.first_bad, g.c, ignore_index);
   }
 
@@ -55,7 +55,7 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel_impl(const at::Tensor& lo
   at::Tensor loss_map = reduction == Reduction::None
                             ? at::empty({logits.size(0), logits.size(2), logits.size(3)}, loss_opts)
                             : at::Tensor();
-  at::Tensor grad = compute_grad ? empty_for_overwrite(logits.sizes(), logits.options())
+  at::Tensor grad = compute_grad ? ReusableCpuBuffer::empty(logits.sizes(), logits.options())
                                   : at::empty({0}, logits.options());
   const int64_t tiles = cpu::make_tiling(g).total;
   std::vector<double> partial(static_cast<size_t>(tiles));
@@ -79,32 +79,35 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel_impl(const at::Tensor& lo
 template <typename T>
 std::tuple<at::Tensor, at::Tensor> dispatch_target(const at::Tensor& logits, const at::Tensor& target,
                                                    double gamma, double beta, int64_t ignore_index,
-                                                   Reduction reduction, bool compute_grad) {
+                                                   Reduction reduction, bool compute_grad,
+                                                   bool check_targets) {
   if (target.scalar_type() == at::kByte) {
     return focal_ce_cpu_kernel_impl<T, uint8_t>(logits, target, gamma, beta, ignore_index,
-                                                reduction, compute_grad);
+                                                reduction, compute_grad, check_targets);
   }
   return focal_ce_cpu_kernel_impl<T, int64_t>(logits, target, gamma, beta, ignore_index,
-                                              reduction, compute_grad);
+                                              reduction, compute_grad, check_targets);
 }
 
 std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel(const at::Tensor& logits,
                                                        const at::Tensor& target_in, double gamma,
                                                        double beta, int64_t ignore_index,
-                                                       int64_t reduction_code, bool compute_grad) {
+                                                       int64_t reduction_code, bool compute_grad,
+                                                       bool check_targets) {
   const Reduction reduction = check_focal_ce_input(logits, target_in, gamma, reduction_code);
   LSE_CHECK_DEVICE("focal_ce_loss", logits, at::kCPU);
+  LSE_CHECK_CPU_ISA("focal_ce_loss");
   const at::Tensor target = target_in.contiguous();
   if (logits.numel() == 0) return empty_focal_ce_result(logits, target, reduction, compute_grad);
   switch (logits.scalar_type()) {
     case at::kFloat:
-      return dispatch_target<float>(logits, target, gamma, beta, ignore_index, reduction, compute_grad);
+      return dispatch_target<float>(logits, target, gamma, beta, ignore_index, reduction, compute_grad, check_targets);
     case at::kHalf:
-      return dispatch_target<half_t>(logits, target, gamma, beta, ignore_index, reduction, compute_grad);
+      return dispatch_target<half_t>(logits, target, gamma, beta, ignore_index, reduction, compute_grad, check_targets);
     case at::kBFloat16:
-      return dispatch_target<bfloat16_t>(logits, target, gamma, beta, ignore_index, reduction, compute_grad);
+      return dispatch_target<bfloat16_t>(logits, target, gamma, beta, ignore_index, reduction, compute_grad, check_targets);
     default:
-      return dispatch_target<double>(logits, target, gamma, beta, ignore_index, reduction, compute_grad);
+      return dispatch_target<double>(logits, target, gamma, beta, ignore_index, reduction, compute_grad, check_targets);
   }
 }
 

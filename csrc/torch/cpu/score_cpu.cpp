@@ -33,6 +33,7 @@ void score_cpu_kernel_impl(const T* logits, const PixelGeometry& g, const cpu::S
 ScoreTuple score_cpu_kernel(const at::Tensor& logits) {
   check_score_input(logits);
   LSE_CHECK_DEVICE("score", logits, at::kCPU);
+  LSE_CHECK_CPU_ISA("score");
   ScoreTuple result = allocate_score_outputs(logits);
   auto& [confidence, label, entropy, class_pixels, class_confidence, class_entropy] = result;
   if (logits.numel() == 0) return result;
@@ -49,10 +50,63 @@ ScoreTuple score_cpu_kernel(const at::Tensor& logits) {
       score_cpu_kernel_impl(reinterpret_cast<const half_t*>(logits.const_data_ptr<at::Half>()),
                             g, out, class_pixels, class_confidence, class_entropy);
       break;
+    case FloatKind::Float64:  // rejected by check_score_input
+      break;
     case FloatKind::BFloat16:
       score_cpu_kernel_impl(
           reinterpret_cast<const bfloat16_t*>(logits.const_data_ptr<at::BFloat16>()), g, out,
           class_pixels, class_confidence, class_entropy);
+      break;
+  }
+  return result;
+}
+
+template <typename T>
+void score_upsampled_impl(const T* logits, const cpu::UpsampledLogits& u, const cpu::ScoreOutputs& out,
+                          at::Tensor& class_pixels, at::Tensor& class_confidence,
+                          at::Tensor& class_entropy) {
+  const PixelGeometry g = cpu::upsampled_geometry(u);
+  const cpu::Tiling tiling = cpu::make_tiling(g);
+  const auto opts = at::TensorOptions().device(at::kCPU);
+  at::Tensor part_pixels = at::empty({tiling.total, g.c}, opts.dtype(at::kLong));
+  at::Tensor part_conf = at::empty({tiling.total, g.c}, opts.dtype(at::kDouble));
+  at::Tensor part_ent = at::empty({tiling.total, g.c}, opts.dtype(at::kDouble));
+  const cpu::ScorePartials partials{part_pixels.data_ptr<int64_t>(), part_conf.data_ptr<double>(),
+                                    part_ent.data_ptr<double>()};
+  const int64_t grain = std::max<int64_t>(1, 65536 / (g.c * cpu::kTile));
+  at::parallel_for(0, tiling.total, grain, [&](int64_t begin, int64_t end) {
+    cpu::score_upsampled_cpu_tiles(logits, u, begin, end, out, partials);
+  });
+  cpu::score_cpu_reduce(g, partials, class_pixels.data_ptr<int64_t>(),
+                        class_confidence.data_ptr<float>(), class_entropy.data_ptr<float>());
+}
+
+ScoreTuple score_upsampled_cpu_kernel(const at::Tensor& logits, at::IntArrayRef size) {
+  const auto [out_h, out_w] = check_score_upsampled_input(logits, size);
+  LSE_CHECK_DEVICE("score", logits, at::kCPU);
+  LSE_CHECK_CPU_ISA("score");
+  ScoreTuple result = allocate_score_outputs(logits, out_h, out_w);
+  auto& [confidence, label, entropy, class_pixels, class_confidence, class_entropy] = result;
+  if (logits.numel() == 0) return result;  // N == 0 (h, w > 0 is checked)
+
+  cpu::UpsampledLogits u;
+  u.n = logits.size(0), u.c = logits.size(1), u.h = logits.size(2), u.w = logits.size(3);
+  u.stride_n = logits.stride(0), u.stride_c = logits.stride(1);
+  u.stride_h = logits.stride(2), u.stride_w = logits.stride(3);
+  u.out_h = out_h, u.out_w = out_w;
+  const cpu::ScoreOutputs out{confidence.data_ptr<float>(), label.data_ptr<int64_t>(),
+                              entropy.data_ptr<float>()};
+  switch (logits.scalar_type()) {
+    case at::kFloat:
+      score_upsampled_impl(logits.const_data_ptr<float>(), u, out, class_pixels, class_confidence, class_entropy);
+      break;
+    case at::kHalf:
+      score_upsampled_impl(reinterpret_cast<const half_t*>(logits.const_data_ptr()), u, out, class_pixels,
+                           class_confidence, class_entropy);
+      break;
+    default:
+      score_upsampled_impl(reinterpret_cast<const bfloat16_t*>(logits.const_data_ptr()), u, out, class_pixels,
+                           class_confidence, class_entropy);
       break;
   }
   return result;
@@ -63,4 +117,5 @@ ScoreTuple score_cpu_kernel(const at::Tensor& logits) {
 
 TORCH_LIBRARY_IMPL(lse_fast, CPU, m) {
   m.impl("score", &lse::torch_ops::score_cpu_kernel);
+  m.impl("score_upsampled", &lse::torch_ops::score_upsampled_cpu_kernel);
 }

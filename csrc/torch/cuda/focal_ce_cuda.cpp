@@ -17,7 +17,8 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> focal_ce_cuda_kernel(const at::Tensor& logits,
                                                         const at::Tensor& target_in, double gamma,
                                                         double beta, int64_t ignore_index,
-                                                        int64_t reduction_code, bool compute_grad) {
+                                                        int64_t reduction_code, bool compute_grad,
+                                                        bool check_targets) {
   const Reduction reduction = check_focal_ce_input(logits, target_in, gamma, reduction_code);
   LSE_CHECK_DEVICE("focal_ce_loss", logits, at::kCUDA);
   const c10::cuda::CUDAGuard guard(logits.device());
@@ -55,6 +56,14 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cuda_kernel(const at::Tensor& logits
   TORCH_CHECK(err == cudaSuccess, "lse_fast.focal_ce_loss: CUDA kernel launch failed: ",
               cudaGetErrorString(err));
 
+  if (!check_targets) {
+    // No host synchronisation (capturable in a CUDA graph): bad targets were
+    // counted as ignored, and the mean divides on the device.
+    if (reduction == Reduction::None) return {loss_map, grad};
+    if (reduction == Reduction::Sum) return {loss_sum.to(loss_opts.dtype()), grad};
+    const at::Tensor count = counters.narrow(0, 0, 1).squeeze(0).to(at::kDouble).clamp_min(1.0);
+    return {(loss_sum / count).to(loss_opts.dtype()), grad};
+  }
   // One synchronisation to report a bad target by value (the kernels treat
   // it as ignored, so nothing out of range was read).
   const at::Tensor host = counters.cpu();
