@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from lse_fast.adapt import plots, training
+from lse_fast.adapt import distributed, plots, training
 from lse_fast.adapt.context import Context, Timer, log, seed_for
 from lse_fast.adapt.evaluation import evaluate_target
 from lse_fast.adapt.runs import Run
@@ -83,6 +83,7 @@ def source_only(run: Run, ctx: Context, model, initial) -> None:
     """theta_0 made (or taken as loaded), evaluated and saved as round 0."""
     init = initial_model(ctx, model) if initial is NOT_LOADED else initial
     model.to(ctx.device)
+    distributed.sync_model(ctx, model)  # theta_0 identical on every rank
     run.metrics["init"] = init
     run.metrics["classes"] = ctx.classes
     run.metrics["class_names"] = ctx.class_names
@@ -107,6 +108,7 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
     if run.metrics.get("source_only") is not None and run.checkpoint_path(done) is not None:
         run.load_round(model, done)
         model.to(ctx.device)
+        distributed.sync_model(ctx, model)
         log(f"[resume] {done} of {len(portions)} rounds finished; continuing with round {done + 1}")
     else:
         source_only(run, ctx, model, initial)
@@ -119,14 +121,14 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
             run.metrics["verify"] = ctx.verifier.report()
         run.save_round(entry, model)
         log(summary_line(entry, len(portions), len(ctx.target_view), baseline, ctx.classes))
-        if cfg.plots:
+        if cfg.plots and distributed.current().is_main:
             plots.pseudo_label_examples(run.path / "plots" / f"pseudo_labels_round{r}.png", examples,
                                         ctx.normalization, title=f"round {r}: patches and pseudo-labels")
             plots.all_plots(run.path / "plots", run.metrics)
     run.metrics["finished"] = True
     run.metrics["total_seconds_this_invocation"] = time.perf_counter() - t_all
     run.save_metrics()
-    if cfg.plots:
+    if cfg.plots and distributed.current().is_main:
         plots.all_plots(run.path / "plots", run.metrics)
     if ctx.verifier is not None:
         log(f"[verify] {ctx.verifier.checks} checks, largest deviations: {json.dumps(ctx.verifier.max)}")

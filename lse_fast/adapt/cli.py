@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import warnings
 
+from lse_fast.adapt import distributed
 from lse_fast.adapt.algorithm import NOT_LOADED, fmt_pct, run_lse
 from lse_fast.adapt.config import ConfigError, build_parser, make_config
 from lse_fast.adapt.context import log, make_context
@@ -27,12 +28,13 @@ def prepare(argv=None):
     else:
         cfg = make_config(args)
         Run.check_new(cfg)
+    distributed.init_from_env(cfg.device)  # a no-op unless started by torchrun with WORLD_SIZE > 1
     ctx, model = make_context(cfg)
     initial = NOT_LOADED
     if cfg.init and not args.resume:
         initial = load_init(cfg, model)
         model.to(ctx.device)
-    run = Run.resume(args.resume, cfg) if args.resume else Run.create(cfg)
+    run = distributed.open_run(args.resume, cfg)  # rank 0 writes; other ranks follow
     return run, ctx, model, initial
 
 
@@ -64,22 +66,29 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def cli(argv=None) -> int:
     """Command-line entry: runs :func:`main`; one clear line for a bad
-    option, path or file (exit 2) or a failed run (exit 1)."""
+    option, path or file (exit 2) or a failed run (exit 1). In a
+    distributed run the line names the rank ("error: [rank r/N] ..."), and
+    the failing process leaves at once: torchrun then ends the others."""
     shown = warnings.showwarning
     warnings.showwarning = _show_warning
+    ok = False
     try:
         main(argv)
+        ok = True
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {distributed.current().prefix}{e}", file=sys.stderr, flush=True)
         return 2
     except (RuntimeError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {distributed.current().prefix}{e}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         print("interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return 130
     finally:
         warnings.showwarning = shown
+        if ok:
+            distributed.barrier()  # no rank leaves while another still writes
+        distributed.shutdown()
     return 0
 
 

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from lse_fast.adapt import distributed
 from lse_fast.adapt.context import Context
 from lse_fast.evaluate import evaluate
 
@@ -16,6 +17,7 @@ def evaluate_target(ctx: Context, model) -> dict:
     amp = torch.bfloat16 if cfg.amp and ctx.device.type == "cuda" else False
     res = evaluate(model, ctx.val_loader, num_classes=cfg.num_classes, class_names=ctx.class_names,
                    device=ctx.device, autocast=amp, progress=ctx.progress)
+    res = distributed.merge_evaluation(ctx, res)  # confusion matrices summed over ranks
     iou = [float(v) for v in res["iou"]]
     vals = [iou[c] for c in ctx.classes if not math.isnan(iou[c])]
     miou = sum(vals) / len(vals) if vals else float("nan")

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lse_fast import selection as sel
+from lse_fast.adapt import distributed
 from lse_fast.adapt.context import Context, autocast, progress_bar
 
 
@@ -57,7 +58,10 @@ def minmax_class_entropy_sums(s, num_classes):
 
 
 def score_target(ctx: Context, model, portion: float) -> ScoreResult:
-    """Scores the whole target train split with `model` (eval mode)."""
+    """Scores the whole target train split with `model` (eval mode); in a
+    distributed run each rank scores its shard and the tables are combined
+    (:func:`distributed.gather_scores`), so every rank returns the same
+    tables and the probabilities of the candidates it scored."""
     cfg, ops = ctx.cfg, ctx.ops
     n = len(ctx.target_view)
     c = cfg.num_classes
@@ -66,12 +70,14 @@ def score_target(ctx: Context, model, portion: float) -> ScoreResult:
     ent = torch.zeros(n, c, dtype=torch.float64)
     probs = {}
     kmax = sel.share(n, portion, max(len(ctx.classes), 1), cfg.share_rounding) + 1
-    loader = ctx.loader(ctx.target_view, batch_size=cfg.score_batch_size, size=cfg.image_size)
+    loader = ctx.loader(ctx.target_view, batch_size=cfg.score_batch_size, size=cfg.image_size, shard=True)
+    scored = []
     model.eval()
     with torch.no_grad():
         for batch in progress_bar(loader, total=len(loader), desc="score", enabled=ctx.progress):
             x = batch["image"].to(ctx.device)
             idx = batch["index"].cpu()
+            scored.extend(idx.tolist())
             with autocast(ctx.device, cfg.amp):
                 logits = model(x)
             logits = logits.float()
@@ -95,4 +101,9 @@ def score_target(ctx: Context, model, portion: float) -> ScoreResult:
             keep = set(sel.candidates(pixels, conf, kmax, classes=ctx.classes).tolist())
             for i in [i for i in probs if i not in keep]:
                 del probs[i]
+    pixels, conf, ent = distributed.gather_scores(ctx, pixels, conf, ent, scored)
+    if distributed.current().enabled:
+        keep = set(sel.candidates(pixels, conf, kmax, classes=ctx.classes).tolist())
+        for i in [i for i in probs if i not in keep]:
+            del probs[i]
     return ScoreResult(pixels, conf, ent, probs, n)
