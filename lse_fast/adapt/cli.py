@@ -77,9 +77,11 @@ def cli(argv=None) -> int:
         ok = True
     except ConfigError as e:
         print(f"error: {distributed.current().prefix}{e}", file=sys.stderr, flush=True)
+        distributed.report_error(e)
         return 2
     except (RuntimeError, ValueError, OSError) as e:
         print(f"error: {distributed.current().prefix}{e}", file=sys.stderr, flush=True)
+        distributed.report_error(e)
         return 1
     except KeyboardInterrupt:
         print("interrupted; continue with --resume RUN_DIR", file=sys.stderr)

@@ -159,6 +159,19 @@ def shutdown() -> None:
     _STATE = DistState()
 
 
+def report_error(e: BaseException) -> None:
+    """Puts a failing rank's error in torchrun's error file, so torchrun's
+    "Root Cause" summary shows the message (not only the exit code)."""
+    if not _STATE.enabled or not os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        return
+    try:
+        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+        ErrorHandler().record_exception(e)
+    except Exception:  # noqa: BLE001  (the error itself was printed already; this is only the summary)
+        pass
+
+
 def rank_device(device: torch.device) -> torch.device:
     """This rank's GPU (cuda:LOCAL_RANK) when a distributed run is on CUDA."""
     if _STATE.enabled and device.type == "cuda":
@@ -425,5 +438,5 @@ def open_run(resume, cfg):
 __all__ = [
     "DistState", "FollowerRun", "attach", "barrier", "broadcast_flag", "current", "gather_scores", "init_from_env",
     "main_first", "mean_over_ranks", "merge_evaluation", "open_run", "per_rank_patches", "positions_of",
-    "rank_device", "share_plan", "shard_args", "shutdown", "sum_tensor", "sync_model", "wrap",
+    "rank_device", "report_error", "share_plan", "shard_args", "shutdown", "sum_tensor", "sync_model", "wrap",
 ]
