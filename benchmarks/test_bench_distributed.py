@@ -28,8 +28,7 @@ from benchmarks.conftest import describe
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = os.environ.get("LSE_BENCH_SIZE", "256x512")
 PRETRAIN = os.environ.get("LSE_BENCH_PRETRAIN_ITERS", "50")
-COMMON = ["--rounds", "1", "--no-plots", "--no-progress", "--image-size", SIZE, "--source-size", SIZE,
-          "--keep-checkpoints", "last"]
+COMMON = ["--rounds", "1", "--no-plots", "--no-progress", "--image-size", SIZE, "--source-size", SIZE]
 
 
 def _run(args, nproc):
@@ -63,7 +62,8 @@ def test_adapt_round_processes(benchmark, tmp_path, theta0, nproc):
 
     def one_job():
         run_dir = tmp_path / f"run{len(runs)}"
-        _run(COMMON + ["--cache-dir", str(cache), "--run-dir", str(run_dir), "--init", str(init)], nproc)
+        _run(COMMON + ["--cache-dir", str(cache), "--run-dir", str(run_dir), "--init", str(init),
+                       "--keep-checkpoints", "last"], nproc)
         runs.append(json.loads((run_dir / "metrics.json").read_text()))
 
     one_job()  # warm-up (page cache, DALI pipelines)

@@ -225,7 +225,7 @@ def sum_tensor(ctx, t: torch.Tensor) -> torch.Tensor:
     rank fills), on t's device."""
     if not _STATE.enabled:
         return t
-    buf = t.to(_comm_device(ctx)).contiguous()
+    buf = t.to(_comm_device(ctx), copy=True).contiguous()  # `t` itself is left as it was
     dist.all_reduce(buf, op=dist.ReduceOp.SUM)
     return buf.to(t.device)
 
