@@ -59,9 +59,11 @@ def test_adapt_round_processes(benchmark, tmp_path, theta0, nproc):
     cache, init = theta0
     device = "cuda" if torch.cuda.is_available() else "cpu"
     runs = []
+    count = [0]
 
     def one_job():
-        run_dir = tmp_path / f"run{len(runs)}"
+        count[0] += 1
+        run_dir = tmp_path / f"run{count[0]}"
         _run(COMMON + ["--cache-dir", str(cache), "--run-dir", str(run_dir), "--init", str(init),
                        "--keep-checkpoints", "last"], nproc)
         runs.append(json.loads((run_dir / "metrics.json").read_text()))

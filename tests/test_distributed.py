@@ -17,7 +17,10 @@ import torch
 from lse_fast import models
 from lse_fast.adapt import distributed
 from lse_fast.adapt.config import ConfigError
-from lse_fast.data import from_spec, loader
+from lse_fast.data import from_spec
+from lse_fast.data import loader as dali_loader
+from lse_fast.data.dali import dali_available
+from lse_fast.data.pil import loader as pil_loader
 from lse_fast.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +116,7 @@ def test_merged_evaluation_equals_single_process_evaluation(one, two, work):
     model.load_state_dict(torch.load(two[0] / "checkpoints" / "round_1.pt", weights_only=True)["model"])
     synth = next((work / "cache" / "synthetic").iterdir())
     val = from_spec(f"cityscapes:{synth / 'target'}", split="val")
+    loader = dali_loader if dali_available() else pil_loader  # what the runs used (--loader dali, PIL fallback)
     res = evaluate(model, loader(val, batch_size=4, size=(64, 128), num_threads=1), num_classes=19,
                    device="cpu")
     b = _metrics(two[0])["rounds"][0]
