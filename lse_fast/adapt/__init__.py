@@ -3,7 +3,8 @@
 The modules follow the paper's Algorithm 1: ``config`` (options),
 ``context`` (data, model, ops, device), ``source`` (theta_0), ``scoring``,
 ``select``, ``patches``, ``training``, ``evaluation``, ``algorithm`` (the
-round loop), ``runs`` (the run directory), ``verify`` (--verify), ``cli``.
+round loop), ``runs`` (the run directory), ``verify`` (--verify), ``cli``;
+``distributed`` (data-parallel runs under torchrun, README "Scale-out").
 
 ``main(argv=None)`` runs in-process and returns the metrics dict (also in
 ``<run_dir>/metrics.json``); ``cli(argv=None)`` is the command-line entry

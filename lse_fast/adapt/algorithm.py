@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from lse_fast.adapt import plots, training
+from lse_fast.adapt import distributed, plots, training
 from lse_fast.adapt.context import Context, Timer, log, seed_for
 from lse_fast.adapt.evaluation import evaluate_target
 from lse_fast.adapt.export import export_predictions, export_pseudo_labels
@@ -102,6 +102,7 @@ def source_only(run: Run, ctx: Context, model, initial) -> None:
     """theta_0 made (or taken as loaded), evaluated and saved as round 0."""
     init = initial_model(ctx, model) if initial is NOT_LOADED else initial
     model.to(ctx.device)
+    distributed.sync_model(ctx, model)  # theta_0 identical on every rank
     run.metrics["init"] = init
     run.metrics["input_normalization"] = ctx.normalization
     run.metrics["classes"] = ctx.classes
@@ -127,16 +128,18 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
     if run.metrics.get("source_only") is not None and run.checkpoint_path(done) is not None:
         run.load_round(model, done)
         model.to(ctx.device)
+        distributed.sync_model(ctx, model)
         log(f"[resume] {done} of {len(portions)} rounds finished; continuing with round {done + 1}")
     else:
         source_only(run, ctx, model, initial)
-    board = TensorBoardLog(run.path / "tensorboard") if cfg.tensorboard else None
+    is_main = distributed.current().is_main  # rank 0 writes every file (exports, TensorBoard, plots)
+    board = TensorBoardLog(run.path / "tensorboard") if cfg.tensorboard and is_main else None
     if board is not None and done == 0:
         board.source_only(run.metrics["source_only"])
     baseline = run.metrics["source_only"]["miou"]
     for r in range(done + 1, len(portions) + 1):
         torch.manual_seed(seed_for(cfg.seed, r, 0))
-        export_dir = run.path / "export" / f"round_{r}" / "pseudo_labels" if cfg.export else None
+        export_dir = run.path / "export" / f"round_{r}" / "pseudo_labels" if cfg.export and is_main else None
         try:
             entry, examples = run_round(ctx, model, r, portions[r - 1], export_dir)
         except training.NonFiniteLoss as e:
@@ -153,11 +156,11 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
         log(summary_line(entry, len(portions), len(ctx.target_view), baseline, ctx.classes))
         if board is not None:
             board.round(entry, examples, ctx.classes, ctx.normalization, cfg.num_classes)
-        if cfg.plots:
+        if cfg.plots and is_main:
             plots.pseudo_label_examples(run.path / "plots" / f"pseudo_labels_round{r}.png", examples,
                                         ctx.normalization, title=f"round {r}: patches and pseudo-labels")
             plots.all_plots(run.path / "plots", run.metrics)
-    if cfg.export:
+    if cfg.export and is_main:
         n = export_predictions(ctx, model, run.path / "export" / "predictions")
         log(f"[export] predictions of {n} val images in {run.path / 'export' / 'predictions'}")
     if board is not None:
@@ -169,7 +172,7 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
     run.metrics["finished"] = True
     run.metrics["total_seconds_this_invocation"] = time.perf_counter() - t_all
     run.save_metrics()
-    if cfg.plots:
+    if cfg.plots and distributed.current().is_main:
         plots.all_plots(run.path / "plots", run.metrics)
     if ctx.verifier is not None:
         log(f"[verify] {ctx.verifier.checks} checks, largest deviations: {json.dumps(ctx.verifier.max)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import warnings
 
+from lse_fast.adapt import distributed
 from lse_fast.adapt.algorithm import NOT_LOADED, fmt_pct, run_lse
 from lse_fast.adapt.config import ConfigError, build_parser, make_config
 from lse_fast.adapt.context import log, make_context
@@ -37,8 +38,9 @@ def prepare(argv=None):
     cfg.check_runnable()
     if cfg.tensorboard:
         check_tensorboard()
+    distributed.init_from_env(cfg.device)  # a no-op unless started by torchrun with WORLD_SIZE > 1
     if not args.resume:
-        run = Run.create(cfg)
+        run = distributed.open_run(None, cfg)  # rank 0 writes; other ranks follow
     try:
         backbone, normalization = read_backbone(cfg) if cfg.backbone and not cfg.init else (None, None)
         ctx, model = make_context(cfg, normalization)
@@ -54,7 +56,7 @@ def prepare(argv=None):
             run.discard()
         raise
     if args.resume:
-        run = Run.resume(args.resume, cfg)
+        run = distributed.open_run(args.resume, cfg)
     return run, ctx, model, initial
 
 
@@ -88,22 +90,31 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def cli(argv=None) -> int:
     """Command-line entry: runs :func:`main`; one clear line for a bad
-    option, path or file (exit 2) or a failed run (exit 1)."""
+    option, path or file (exit 2) or a failed run (exit 1). In a
+    distributed run the line names the rank ("error: [rank r/N] ..."), and
+    the failing process leaves at once: torchrun then ends the others."""
     shown = warnings.showwarning
     warnings.showwarning = _show_warning
+    ok = False
     try:
         main(argv)
+        ok = True
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {distributed.current().prefix}{e}", file=sys.stderr, flush=True)
+        distributed.report_error(e)
         return 2
     except (RuntimeError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {distributed.current().prefix}{e}", file=sys.stderr, flush=True)
+        distributed.report_error(e)
         return 1
     except KeyboardInterrupt:
         print("interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return 130
     finally:
         warnings.showwarning = shown
+        if ok:
+            distributed.barrier()  # no rank leaves while another still writes
+        distributed.shutdown()
     return 0
 
 

@@ -19,6 +19,7 @@ import torch
 import lse_fast.ops as fused_ops
 import lse_fast.reference as reference_ops
 from lse_fast import models
+from lse_fast.adapt import distributed
 from lse_fast.adapt.config import AdaptConfig, ConfigError
 from lse_fast.adapt.verify import Verifier
 from lse_fast.data import from_spec, loader as dali_loader, synthetic, to_synthia16
@@ -30,7 +31,9 @@ SYNTHETIC_DATA_SEED = 0  # the benchmark's content does not depend on the run se
 
 
 def log(msg: str) -> None:
-    print(msg, flush=True)
+    """A line of the run's log (rank 0's only in a distributed run)."""
+    if distributed.current().is_main:
+        print(msg, flush=True)
 
 
 # --------------------------------------------------------------------------- ops
@@ -97,11 +100,11 @@ def progress_bar(iterable, *, total, desc, enabled):
 
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.rank_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     dev = torch.device(spec)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"lse_fast.adapt: `device` is {spec!r} but torch sees no CUDA device")
-    return dev
+    return distributed.rank_device(dev)
 
 
 def infinite(loader):
@@ -221,8 +224,9 @@ def load_datasets(cfg: AdaptConfig):
     if cfg.source == "synthetic":
         out = synthetic_dir(cfg)
         t0 = time.perf_counter()
-        synthetic.ensure(out, num_source=cfg.synthetic_source, num_target_train=cfg.synthetic_train,
-                         num_target_val=cfg.synthetic_val, size=tuple(cfg.image_size), seed=SYNTHETIC_DATA_SEED)
+        with distributed.main_first():  # rank 0 generates, the other ranks reuse
+            synthetic.ensure(out, num_source=cfg.synthetic_source, num_target_train=cfg.synthetic_train,
+                             num_target_val=cfg.synthetic_val, size=tuple(cfg.image_size), seed=SYNTHETIC_DATA_SEED)
         log(f"[data] synthetic benchmark at {out} ({time.perf_counter() - t0:.1f} s)")
         source = _dataset(f"gta5:{out / 'source'}", "train", "source", label_size_mismatch=cfg.label_size_mismatch)
         target = _dataset(f"cityscapes:{out / 'target'}", "train", "target")
@@ -266,7 +270,7 @@ class Context:
             self.loader_device = "cuda" if self.device.index is None else f"cuda:{self.device.index}"
         self.bad_files = {}  # path -> reason, with --skip-bad-files
         val_size = None if cfg.eval_size == "native" else tuple(cfg.image_size)
-        self.val_loader = self.loader(self.val, batch_size=cfg.score_batch_size, size=val_size)
+        self.val_loader = self.loader(self.val, batch_size=cfg.score_batch_size, size=val_size, shard=True)
 
     def _bad_file(self, path, message):
         """--skip-bad-files: an unreadable file, logged the first time."""
@@ -274,14 +278,15 @@ class Context:
             self.bad_files[path] = message
             log(f"[data] skipping an unreadable file (--skip-bad-files): {message}")
 
-    def loader(self, dataset, *, batch_size, size, shuffle=False, seed=0, train=False):
+    def loader(self, dataset, *, batch_size, size, shuffle=False, seed=0, train=False, shard=False):
         """A loader of `dataset` (DALI or PIL, see --loader) delivering batches
-        on ``loader_device``; the stages move them to the model's device."""
+        on ``loader_device``; the stages move them to the model's device.
+        ``shard``: in a distributed run, only this rank's part of each epoch."""
         make = dali_loader if self.loader_kind == "dali" else pil_loader
         return make(dataset, batch_size=batch_size, size=None if size is None else tuple(size), shuffle=shuffle,
                     seed=seed, train=train, device=self.loader_device, num_threads=self.cfg.num_threads,
                     normalization=self.normalization,
-                    on_bad_file=self._bad_file if self.cfg.skip_bad_files else None)
+                    on_bad_file=self._bad_file if self.cfg.skip_bad_files else None, **distributed.shard_args(shard))
 
 
 def resolve_loader(kind: str) -> str:
@@ -315,5 +320,6 @@ def make_context(cfg: AdaptConfig, input_normalization=None):
     torch.manual_seed(seed_for(cfg.seed, 0, 0))
     model = build_model(cfg, input_normalization)
     ctx = Context(cfg, model, datasets)
+    model = distributed.attach(ctx, model)
     model.to(ctx.device)
     return ctx, model

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from lse_fast.adapt import distributed
 from lse_fast.adapt.context import Context
 from lse_fast.evaluate import evaluate
 
@@ -20,6 +21,7 @@ def evaluate_target(ctx: Context, model) -> dict:
     res = evaluate(model, ctx.val_loader, num_classes=cfg.num_classes, class_names=ctx.class_names,
                    device=ctx.device, autocast=amp, progress=ctx.progress,
                    input_size=tuple(cfg.image_size) if cfg.eval_size == "native" else None)
+    res = distributed.merge_evaluation(ctx, res)  # confusion matrices summed over ranks
     iou = [float(v) for v in res["iou"]]
     vals = [iou[c] for c in ctx.classes if not math.isnan(iou[c])]
     miou = sum(vals) / len(vals) if vals else float("nan")

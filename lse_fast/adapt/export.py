@@ -62,7 +62,8 @@ def export_pseudo_labels(ctx: Context, model, scores: ScoreResult, selection, th
     thr = thresholds.to(ctx.device)
     for batch in loader:
         pos = batch["index"].cpu().tolist()
-        if scores.probs is not None:
+        if scores.probs is not None and all(chosen[p] in scores.probs for p in pos):
+            # (under torchrun a rank holds only the maps of the images it scored)
             probs = torch.stack([scores.probs[chosen[p]] for p in pos]).to(ctx.device)
         else:
             probs = target_probs(ctx, model, batch["image"].to(ctx.device))

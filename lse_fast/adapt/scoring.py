@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from lse_fast import selection as sel
+from lse_fast.adapt import distributed
 from lse_fast.adapt.context import Context, autocast, log, progress_bar
 from lse_fast.adapt.runs import kill_point
 
@@ -76,7 +77,10 @@ def _map_bytes(probs):
 
 
 def score_target(ctx: Context, model, portion: float) -> ScoreResult:
-    """Scores the whole target train split with `model` (eval mode)."""
+    """Scores the whole target train split with `model` (eval mode); in a
+    distributed run each rank scores its shard and the tables are combined
+    (:func:`distributed.gather_scores`), so every rank returns the same
+    tables and the probabilities of the candidates it scored."""
     cfg, ops = ctx.cfg, ctx.ops
     n = len(ctx.target_view)
     c = cfg.num_classes
@@ -88,12 +92,14 @@ def score_target(ctx: Context, model, portion: float) -> ScoreResult:
     keep_maps = budget > 0
     peak = 0
     kmax = sel.share(n, portion, max(len(ctx.classes), 1), cfg.share_rounding) + 1
-    loader = ctx.loader(ctx.target_view, batch_size=cfg.score_batch_size, size=cfg.image_size)
+    loader = ctx.loader(ctx.target_view, batch_size=cfg.score_batch_size, size=cfg.image_size, shard=True)
+    scored = []
     model.eval()
     with torch.no_grad():
         for batch in progress_bar(loader, total=len(loader), desc="score", enabled=ctx.progress):
             x = batch["image"].to(ctx.device)
             idx = batch["index"].cpu()
+            scored.extend(idx.tolist())
             with autocast(ctx.device, cfg.amp):
                 logits = model(x)
             logits = logits.float()
@@ -125,4 +131,14 @@ def score_target(ctx: Context, model, portion: float) -> ScoreResult:
                 log(f"[score] the candidates' probability maps exceed probs_ram_budget "
                     f"({cfg.probs_ram_budget:g} GiB): none kept, the selected images' maps are recomputed")
                 probs, keep_maps = {}, False
+    pixels, conf, ent = distributed.gather_scores(ctx, pixels, conf, ent, scored)
+    if distributed.current().enabled:
+        # Every rank keeps its maps or none does (a rank over its budget makes
+        # all of them recompute), so the patch step takes one path everywhere.
+        dropped = distributed.sum_tensor(ctx, torch.tensor([0 if keep_maps else 1], dtype=torch.int64))
+        if int(dropped.item()) > 0:
+            probs, keep_maps = {}, False
+        keep = set(sel.candidates(pixels, conf, kmax, classes=ctx.classes).tolist())
+        for i in [i for i in probs if i not in keep]:
+            del probs[i]
     return ScoreResult(pixels, conf, ent, probs if keep_maps else None, n, peak)

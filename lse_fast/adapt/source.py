@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import lse_fast
 from lse_fast import models
+from lse_fast.adapt import distributed
 from lse_fast.adapt.config import AdaptConfig, ConfigError
 from lse_fast.adapt.context import Context, build_model, infinite, log, progress_bar, seed_for, synthetic_dir
 from lse_fast.adapt.runs import atomic_torch_save, kill_point
@@ -92,6 +93,8 @@ def source_model_key(cfg: AdaptConfig, source) -> str:
     if cfg.backbone:
         desc["backbone"] = _file_id(cfg.backbone)
         desc["backbone_normalization"] = cfg.backbone_normalization
+    if distributed.current().enabled:  # batch sizes are per rank: N ranks train another model
+        desc["world_size"] = distributed.current().world_size
     return hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -136,19 +139,27 @@ def source_checkpoint_path(ctx: Context):
 
 def pretrain_source(ctx: Context, model):
     """Trains the model on the source domain (or reuses the cached result)
-    and returns the checkpoint path (None when pretrain_iters is 0)."""
+    and returns the checkpoint path (None when pretrain_iters is 0). In a
+    distributed run the training is data-parallel (``pretrain_batch_size``
+    images per rank and step); rank 0 reads and writes the cache and its
+    weights are given to every rank."""
     cfg = ctx.cfg
     path = source_checkpoint_path(ctx)
-    if path.is_file():
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
-            log(f"[source] reusing the source-trained model {path}")
+    if distributed.broadcast_flag(path.is_file()):
+        loaded = True
+        if distributed.current().is_main:
+            try:
+                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+                log(f"[source] reusing the source-trained model {path}")
+            except Exception as e:  # noqa: BLE001  (a damaged cache file: made again)
+                log(f"[source] the cached source model {path} cannot be loaded ({type(e).__name__}: {e}); "
+                    "training it again")
+                torch.manual_seed(seed_for(cfg.seed, 0, 0))
+                model.load_state_dict(build_model(cfg).state_dict())
+                loaded = False
+        if distributed.broadcast_flag(loaded):
+            distributed.sync_model(ctx, model)
             return str(path)
-        except Exception as e:  # noqa: BLE001  (a damaged cache file: made again)
-            log(f"[source] the cached source model {path} cannot be loaded ({type(e).__name__}: {e}); "
-                "training it again")
-            torch.manual_seed(seed_for(cfg.seed, 0, 0))
-            model.load_state_dict(build_model(cfg).state_dict())
     if cfg.pretrain_iters == 0:
         log("[source] pretrain_iters = 0: starting from the untrained model")
         return None
@@ -157,13 +168,15 @@ def pretrain_source(ctx: Context, model):
     t0 = time.perf_counter()
     torch.manual_seed(seed_for(cfg.seed, 0, 10))
     loader = ctx.loader(ctx.source, batch_size=min(cfg.pretrain_batch_size, len(ctx.source)),
-                        size=tuple(cfg.source_size), shuffle=True, seed=seed_for(cfg.seed, 0, 11), train=True)
+                        size=tuple(cfg.source_size), shuffle=True, seed=seed_for(cfg.seed, 0, 11), train=True,
+                        shard=True)
     batches = infinite(loader)
     aug_gen = torch.Generator().manual_seed(seed_for(cfg.seed, 0, 12))
     opt = source_optimizer(cfg, model)
     n = cfg.pretrain_iters
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - min(s, n - 1) / n) ** 0.9)
     model.train()
+    net = distributed.wrap(ctx, model)
     bar = progress_bar(range(n), total=n, desc="source", enabled=ctx.progress)
     last = float("nan")
     for step in bar:
@@ -171,7 +184,7 @@ def pretrain_source(ctx: Context, model):
         x, y = b["image"].to(ctx.device), b["label"].to(ctx.device)
         if cfg.pretrain_color_aug:
             x = color_augment(x, aug_gen)
-        out = F.interpolate(model(x).float(), size=tuple(y.shape[-2:]), mode="bilinear", align_corners=False)
+        out = F.interpolate(net(x).float(), size=tuple(y.shape[-2:]), mode="bilinear", align_corners=False)
         loss = ctx.ops.focal_ce_loss(out, y, gamma=0.0, beta=0.0)
         last = check_loss(float(loss.detach()), f"source training, step {step + 1}/{n} (nothing is cached)")
         opt.zero_grad(set_to_none=True)
@@ -181,8 +194,10 @@ def pretrain_source(ctx: Context, model):
         kill_point("source")
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{last:.4f}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"model": model.state_dict(), "config": cfg.to_dict()}, path)
+    if distributed.current().is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({"model": model.state_dict(), "config": cfg.to_dict()}, path)
+    distributed.barrier()  # the cache file exists before any rank goes on
     log(f"[source] done in {time.perf_counter() - t0:.1f} s (last loss {last:.4f}); cached at {path}")
     return str(path)
 

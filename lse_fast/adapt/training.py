@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lse_fast.adapt import distributed
 from lse_fast.adapt.context import Context, Timer, View, autocast, infinite, progress_bar, seed_for
 from lse_fast.adapt.patches import PatchPlan, make_patches, plan_patches
 from lse_fast.adapt.runs import kill_point
@@ -130,38 +131,44 @@ def train_step(ctx: Context, model, opt, sched, target_batch, source_batches, wh
 
 def train_round(ctx: Context, model, scores: ScoreResult, selection, round_index: int, timer: Timer) -> TrainResult:
     """Patches of the selected images made on the fly and trained on for
-    ``epochs`` passes over them."""
+    ``epochs`` passes over them. In a distributed run each rank trains on
+    its share of the selected images (:func:`distributed.share_plan`) under
+    DistributedDataParallel, ``batch_size`` patches per rank and step, for
+    ``epochs`` passes over the largest share."""
     cfg = ctx.cfg
     if selection.indices.numel() == 0:
         return TrainResult(float("nan"), 0.0, 0.0, 0, 0, [])
     t_start = timer.now()
     plan = plan_patches(ctx, selection, round_index)
+    num_patches = plan.num_patches
+    plan = distributed.share_plan(ctx, plan, scores)
     if scores.probs is None:
         plan.teacher = copy.deepcopy(model).eval().requires_grad_(False)
     plan.seconds = timer.now() - t_start
-    total_steps = steps_per_round(cfg, plan.num_patches)
+    total_steps = steps_per_round(cfg, distributed.per_rank_patches(num_patches))
     chunk_images = max(1, math.ceil(cfg.batch_size / plan.k)) * 4
     images = ctx.loader(View(ctx.target_base, plan.chosen), batch_size=chunk_images, size=plan.size,
                         shuffle=True, seed=seed_for(cfg.seed, round_index, 2))
     source_batches = None
     if cfg.source_batch_size > 0 and cfg.source_weight != 0:
         source = ctx.loader(ctx.source, batch_size=cfg.source_batch_size, size=tuple(cfg.source_size),
-                            shuffle=True, seed=seed_for(cfg.seed, round_index, 3))
+                            shuffle=True, seed=seed_for(cfg.seed, round_index, 3), shard=True)
         source_batches = infinite(source)
     torch.manual_seed(seed_for(cfg.seed, round_index, 4))
     shuffle_gen = torch.Generator().manual_seed(seed_for(cfg.seed, round_index, 5))
     opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     sched = make_scheduler(cfg, opt, total_steps)
     set_train_mode(model, cfg.freeze_bn)
+    net = distributed.wrap(ctx, model)
     batches = patch_batches(ctx, plan, scores, images, shuffle_gen, timer)
     losses = []
     bar = progress_bar(range(total_steps), total=total_steps, desc=f"train r{round_index}", enabled=ctx.progress)
     for step in bar:
         where = f"round {round_index}, step {step + 1}/{total_steps}"
-        losses.append(train_step(ctx, model, opt, sched, next(batches), source_batches, where))
+        losses.append(train_step(ctx, net, opt, sched, next(batches), source_batches, where))
         kill_point("train")
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
     batches.close()
-    return TrainResult(sum(losses) / len(losses), plan.seconds, timer.now() - t_start, total_steps,
-                       plan.num_patches, plan.examples)
+    loss = distributed.mean_over_ranks(ctx, sum(losses) / len(losses))
+    return TrainResult(loss, plan.seconds, timer.now() - t_start, total_steps, num_patches, plan.examples)
