@@ -1,9 +1,9 @@
 """Step 1 of a round (paper Sections 3.2-3.3): every target train image
 scored once without gradients.
 
-Logits upsampled to the image size go through ``ops.score``; kept are the
-per-image per-class sums of every image (three [N, C] tables, 24 bytes per
-image and class) and the network's softmax (at its output stride) of the
+``ops.score(logits, size=image_size)`` scores the logits' bilinear
+upsampling without materialising it; kept are the per-image per-class sums
+of every image (three [N, C] tables, 24 bytes per image and class) and the network's softmax (at its output stride) of the
 images that can still be selected (:func:`lse_fast.selection.candidates`),
 never a map of every image. Those maps are held up to ``probs_ram_budget``
 GiB; a set whose candidates need more keeps none (``probs`` is None) and the
@@ -18,7 +18,6 @@ import typing
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from lse_fast import selection as sel
 from lse_fast.adapt import distributed
@@ -103,14 +102,15 @@ def score_target(ctx: Context, model, portion: float) -> ScoreResult:
             with autocast(ctx.device, cfg.amp):
                 logits = model(x)
             logits = logits.float()
-            # Logits upsampled to the image size (the authors' code does so).
-            # crop_pseudo_labels filters the upsampled softmax instead, whose
-            # entropy is slightly higher near class boundaries; scoring that
-            # map was measured and lowered the built-in run's mIoU (README).
-            up = F.interpolate(logits, size=tuple(cfg.image_size), mode="bilinear", align_corners=False)
-            s = ops.score(up)
+            # The logits' bilinear upsampling to the image size is scored (the
+            # authors' code does so), composed into the op's taps rather than
+            # materialised. crop_pseudo_labels filters the upsampled softmax
+            # instead, whose entropy is slightly higher near class boundaries;
+            # scoring that map was measured and lowered the built-in run's
+            # mIoU (README).
+            s = ops.score(logits, size=tuple(cfg.image_size))
             if ctx.verifier is not None:
-                ctx.verifier.score(up, s)
+                ctx.verifier.score(logits, s, size=tuple(cfg.image_size))
             pixels[idx] = s.class_pixels.cpu()
             conf[idx] = s.class_confidence.cpu().double()
             if cfg.entropy_norm == "minmax":

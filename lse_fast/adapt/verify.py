@@ -52,8 +52,8 @@ class Verifier:
         b = b.double()
         return float(((a - b).abs() / b.abs().clamp(min=1.0)).max()) if a.numel() else 0.0
 
-    def score(self, logits, fused):
-        r = self.ref.score(logits)
+    def score(self, logits, fused, size=None):
+        r = self.ref.score(logits, size=size)
         self._rec("score", "confidence", (fused.confidence - r.confidence).abs().max())
         self._rec("score", "entropy", (fused.entropy - r.entropy).abs().max())
         self._rec("score", "label_disagreement", (fused.label != r.label).double().mean())
