@@ -445,6 +445,6 @@ def test_multichannel_labels_stay_allowed_where_they_are_the_format(tmp_path):
 
 def test_readme_reliability_table_lists_every_case():
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text.split("## Reliability: data and checkpoints", 1)[1].split("\n## ", 1)[0]
+    section = re.split(r"\n##+ ", text.split("### Reliability: data and checkpoints", 1)[1], maxsplit=1)[0]
     rows = re.findall(r"^\| `([a-z0-9_]+)` \|", section, re.M)
     assert rows == [m.__name__ for m, _ in CASES]

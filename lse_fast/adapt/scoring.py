@@ -3,8 +3,9 @@ scored once without gradients.
 
 ``ops.score(logits, size=image_size)`` scores the logits' bilinear
 upsampling without materialising it; kept are the per-image per-class sums
-of every image (three [N, C] tables, 24 bytes per image and class) and the network's softmax (at its output stride) of the
-images that can still be selected (:func:`lse_fast.selection.candidates`),
+of every image (three [N, C] tables, 24 bytes per image and class) and
+the network's softmax (at its output stride) of the images that can still
+be selected (:func:`lse_fast.selection.candidates`),
 never a map of every image. Those maps are held up to ``probs_ram_budget``
 GiB; a set whose candidates need more keeps none (``probs`` is None) and the
 patch step recomputes the maps of the selected images. Host RAM of the step
