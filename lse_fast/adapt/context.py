@@ -8,7 +8,6 @@ without leaving files behind.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import sys
 import time
 import warnings
@@ -165,15 +164,10 @@ def build_model(cfg: AdaptConfig, input_normalization=None):
     ``skip_scale`` for FCN-8s), so e.g. --no-freeze-bn reaches its BatchNorm
     layers."""
     try:
-        factory = models._resolve(cfg.model)
+        kwargs = models.factory_options(cfg.model, model_options(cfg, input_normalization))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    try:
-        takes = set(inspect.signature(factory).parameters)
-    except (TypeError, ValueError):
-        takes = set()
-    kwargs = {k: v for k, v in model_options(cfg, input_normalization).items() if k in takes}
-    if input_normalization is not None and "input_normalization" not in takes:
+    if input_normalization is not None and "input_normalization" not in kwargs:
         raise ConfigError(f"lse_fast.adapt: --backbone needs input normalization {input_normalization!r}, but "
                           f"model {cfg.model!r} takes no `input_normalization` argument")
     return models.build(cfg.model, num_classes=cfg.num_classes, **kwargs)

@@ -10,7 +10,6 @@ Prints the per-class IoU table and mIoU 19/16/13, and writes them as JSON.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import sys
@@ -103,15 +102,10 @@ def _model(args):
               "skip_scale": None if args.skip_scale == "auto" else args.skip_scale,
               "input_normalization": args.input_normalization}
     try:
-        factory = models._resolve(args.model)
+        kwargs = {k: v for k, v in models.factory_options(args.model, kwargs).items() if v is not None}
     except ValueError as e:
         raise UsageError(str(e)) from None
-    try:
-        takes = set(inspect.signature(factory).parameters)
-    except (TypeError, ValueError):
-        takes = set()
-    kwargs = {k: v for k, v in kwargs.items() if k in takes and v is not None}
-    if args.input_normalization is not None and "input_normalization" not in takes:
+    if args.input_normalization is not None and "input_normalization" not in kwargs:
         raise UsageError(f"{PROG}: --input-normalization: model {args.model!r} does not take it")
     model = models.build(args.model, num_classes=args.num_classes, **kwargs)
     try:

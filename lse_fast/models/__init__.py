@@ -14,6 +14,7 @@ factory, calls ``factory(num_classes=..., **kwargs)`` and checks the result.
 """
 
 import importlib
+import inspect
 import os
 import re
 import sys
@@ -73,6 +74,19 @@ def _resolve(spec):
     if not callable(factory):
         raise ValueError(f"lse_fast.models.build: {spec!r} is not callable")
     return factory
+
+
+def factory_options(spec, options):
+    """The entries of `options` (keyword arguments by name) that the
+    factory of `spec` takes, so one set of run options serves every model
+    (e.g. ``freeze_bn`` reaches DeepLab-v2, ``skip_scale`` FCN-8s). Raises
+    ValueError for an unknown `spec`."""
+    factory = _resolve(spec)
+    try:
+        takes = set(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        takes = set()
+    return {k: v for k, v in options.items() if k in takes}
 
 
 def check_model(model, spec="model"):

@@ -10,10 +10,12 @@
 namespace lse::torch_ops {
 namespace {
 
-template <typename T>
-void score_cpu_kernel_impl(const T* logits, const PixelGeometry& g, const cpu::ScoreOutputs& out,
-                           at::Tensor& class_pixels, at::Tensor& class_confidence,
-                           at::Tensor& class_entropy) {
+// Threads `run_tiles(begin, end, partials)` over the tiles of geometry `g`
+// (per-tile class partials), then reduces the partials in a fixed tile
+// order, so the per-class sums do not depend on the thread count.
+template <typename RunTiles>
+void score_tiles(const PixelGeometry& g, at::Tensor& class_pixels, at::Tensor& class_confidence,
+                 at::Tensor& class_entropy, const RunTiles& run_tiles) {
   const cpu::Tiling tiling = cpu::make_tiling(g);
   const auto opts = at::TensorOptions().device(at::kCPU);
   at::Tensor part_pixels = at::empty({tiling.total, g.c}, opts.dtype(at::kLong));
@@ -23,11 +25,30 @@ void score_cpu_kernel_impl(const T* logits, const PixelGeometry& g, const cpu::S
                                     part_ent.data_ptr<double>()};
   // Enough tiles per task to amortise scheduling (about 64K logits).
   const int64_t grain = std::max<int64_t>(1, 65536 / (g.c * cpu::kTile));
-  at::parallel_for(0, tiling.total, grain, [&](int64_t begin, int64_t end) {
-    cpu::score_cpu_tiles(logits, g, begin, end, out, partials);
-  });
+  at::parallel_for(0, tiling.total, grain,
+                   [&](int64_t begin, int64_t end) { run_tiles(begin, end, partials); });
   cpu::score_cpu_reduce(g, partials, class_pixels.data_ptr<int64_t>(),
                         class_confidence.data_ptr<float>(), class_entropy.data_ptr<float>());
+}
+
+template <typename T>
+void score_cpu_kernel_impl(const T* logits, const PixelGeometry& g, const cpu::ScoreOutputs& out,
+                           at::Tensor& class_pixels, at::Tensor& class_confidence,
+                           at::Tensor& class_entropy) {
+  score_tiles(g, class_pixels, class_confidence, class_entropy,
+              [&](int64_t begin, int64_t end, const cpu::ScorePartials& partials) {
+                cpu::score_cpu_tiles(logits, g, begin, end, out, partials);
+              });
+}
+
+template <typename T>
+void score_upsampled_impl(const T* logits, const cpu::UpsampledLogits& u, const cpu::ScoreOutputs& out,
+                          at::Tensor& class_pixels, at::Tensor& class_confidence,
+                          at::Tensor& class_entropy) {
+  score_tiles(cpu::upsampled_geometry(u), class_pixels, class_confidence, class_entropy,
+              [&](int64_t begin, int64_t end, const cpu::ScorePartials& partials) {
+                cpu::score_upsampled_cpu_tiles(logits, u, begin, end, out, partials);
+              });
 }
 
 ScoreTuple score_cpu_kernel(const at::Tensor& logits) {
@@ -59,26 +80,6 @@ ScoreTuple score_cpu_kernel(const at::Tensor& logits) {
       break;
   }
   return result;
-}
-
-template <typename T>
-void score_upsampled_impl(const T* logits, const cpu::UpsampledLogits& u, const cpu::ScoreOutputs& out,
-                          at::Tensor& class_pixels, at::Tensor& class_confidence,
-                          at::Tensor& class_entropy) {
-  const PixelGeometry g = cpu::upsampled_geometry(u);
-  const cpu::Tiling tiling = cpu::make_tiling(g);
-  const auto opts = at::TensorOptions().device(at::kCPU);
-  at::Tensor part_pixels = at::empty({tiling.total, g.c}, opts.dtype(at::kLong));
-  at::Tensor part_conf = at::empty({tiling.total, g.c}, opts.dtype(at::kDouble));
-  at::Tensor part_ent = at::empty({tiling.total, g.c}, opts.dtype(at::kDouble));
-  const cpu::ScorePartials partials{part_pixels.data_ptr<int64_t>(), part_conf.data_ptr<double>(),
-                                    part_ent.data_ptr<double>()};
-  const int64_t grain = std::max<int64_t>(1, 65536 / (g.c * cpu::kTile));
-  at::parallel_for(0, tiling.total, grain, [&](int64_t begin, int64_t end) {
-    cpu::score_upsampled_cpu_tiles(logits, u, begin, end, out, partials);
-  });
-  cpu::score_cpu_reduce(g, partials, class_pixels.data_ptr<int64_t>(),
-                        class_confidence.data_ptr<float>(), class_entropy.data_ptr<float>());
 }
 
 ScoreTuple score_upsampled_cpu_kernel(const at::Tensor& logits, at::IntArrayRef size) {
