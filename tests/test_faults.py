@@ -17,13 +17,7 @@ LOADERS = ["pil"] + (["dali"] if dali_available() else [])
 BAD = "synth_000001_000005_leftImg8bit.png"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One compute thread: no thread contention on a small shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

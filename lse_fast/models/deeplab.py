@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lse_fast.models import register
+from lse_fast.models._record import LayoutRecord
 
 _AUX_NOTE = (
     "multi-level checkpoint (AdaptSegNet deeplab_multi / ADVENT): its final head `layer6` was loaded as "
@@ -42,11 +43,13 @@ _FAMILY_NOTE = (
 )
 
 
-class ASPPSum(nn.Module):
+class ASPPSum(LayoutRecord):
     """DeepLab-v2 ASPP classifier: parallel 3x3 convolutions with the given
     dilations (padding = dilation), the outputs of the first ``branches``
     summed (all of them unless the early-return layout is chosen). The count
     is kept in the buffer ``branches`` so checkpoints record it."""
+
+    RECORD = "branches"
 
     def __init__(self, in_channels, num_classes, dilations=(6, 12, 18, 24), branches=None):
         super().__init__()
@@ -74,16 +77,8 @@ class ASPPSum(nn.Module):
     def summed(self) -> int:
         return self._summed
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        key = prefix + "branches"
-        had = key in state_dict
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-        if had:
-            self.set_branches(int(state_dict[key]))
-        elif key in missing_keys:  # a checkpoint older than the record: the layout stays as built
-            missing_keys.remove(key)
+    def apply_record(self, value):
+        self.set_branches(int(value))
 
     def forward(self, x):
         out = self.conv2d_list[0](x)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lse_fast.models import register
+from lse_fast.models._record import LayoutRecord
 
 _VGG16 = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 # torchvision vgg16 `features` indices of the 13 convolutions, in order.
@@ -52,7 +53,7 @@ def _bilinear_kernel(channels, size):
     return weight
 
 
-class FCN8s(nn.Module):
+class FCN8s(LayoutRecord):
     """FCN-8s (VGG16), classic 100-pixel padding and cropping; logits at input size.
 
     Args:
@@ -64,6 +65,8 @@ class FCN8s(nn.Module):
         skip_scale: "none", "atonce" (pool4 * 0.01, pool3 * 0.0001) or None
             (auto, see the module docstring).
     """
+
+    RECORD = "skip_scales"
 
     output_stride = 1
     record_buffers = ("skip_scales",)
@@ -125,16 +128,8 @@ class FCN8s(nn.Module):
         """Called by ``load_checkpoint`` after copying tensors."""
         self.set_skip_scales(*self.skip_scales.tolist())
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        key = prefix + "skip_scales"
-        had = key in state_dict
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                                      error_msgs)
-        if had:
-            self.set_skip_scales(*state_dict[key].tolist())
-        elif key in missing_keys:  # a checkpoint older than the record: the scales stay as built
-            missing_keys.remove(key)
+    def apply_record(self, value):
+        self.set_skip_scales(*value.tolist())
 
     def forward(self, x):
         h, w = x.shape[-2:]
