@@ -1,7 +1,7 @@
 """Census of bad inputs for DATA and CHECKPOINTS (issue 15, item 1): one
 table, one case per row, each asserting that the user meets a clear error
 naming the file, directory or argument and saying what was expected (or the
-documented graceful handling). README "Reliability: data and checkpoints"
+documented graceful handling). docs/reliability.md "Data and checkpoints"
 lists the same rows.
 
 Each case builds a tiny tree (a few 8x16 images) and makes the call a user
@@ -443,8 +443,8 @@ def test_multichannel_labels_stay_allowed_where_they_are_the_format(tmp_path):
     assert (batch["label"] == 0).all()
 
 
-def test_readme_reliability_table_lists_every_case():
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = re.split(r"\n##+ ", text.split("### Reliability: data and checkpoints", 1)[1], maxsplit=1)[0]
+def test_reliability_doc_table_lists_every_case():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text()
+    section = re.split(r"\n##+ ", text.split("\n## Data and checkpoints\n", 1)[1], maxsplit=1)[0]
     rows = re.findall(r"^\| `([a-z0-9_]+)` \|", section, re.M)
     assert rows == [m.__name__ for m, _ in CASES]

@@ -2,8 +2,8 @@
 case per row. Each bad option, option combination, run directory, resume
 target, config file or failing disk must give one clear line naming the
 option or file and what was expected, exit status 2 (bad input, nothing
-written) or 1 (the run failed), never a traceback. The README's
-"Reliability: driver" table lists the same cases."""
+written) or 1 (the run failed), never a traceback. The "Driver" table of
+docs/reliability.md lists the same cases."""
 
 import errno
 import json
@@ -199,4 +199,4 @@ def test_bad_driver_input(case, tmp_path, monkeypatch, capsys):
 
 def test_census_is_large_enough():
     assert len(CASES) >= 40
-    assert json.dumps(sorted(CASES))  # ids are plain strings (the README table lists them)
+    assert json.dumps(sorted(CASES))  # ids are plain strings (the docs/reliability.md table lists them)

@@ -3,7 +3,7 @@
 Each case calls the public API with one bad argument and asserts an error
 that names the argument and says what was expected, or, where the input is
 legal but degenerate (NaN/inf values, empty batches, no boxes), the
-documented graceful result. README "Reliability: ops" lists these cases.
+documented graceful result. docs/reliability.md "Ops" lists these cases.
 
 The second half checks that the one source of truth holds: for every
 metadata case the C++ op (eager) and its fake implementation (what
