@@ -341,6 +341,7 @@ def pseudo_labels(
     entropy_norm: str = "log_c",
     filter_interp: str = "nearest",
     ignore_index: int = 255,
+    align_corners: bool = False,
     ops=None,
 ) -> torch.Tensor:
     """uint8 pseudo-labels ``[K, *size]`` of the boxes, with the driver's
@@ -355,21 +356,29 @@ def pseudo_labels(
     region). ``ops`` is the module holding ``crop_pseudo_labels`` and
     ``crop_resize`` (default :mod:`lse_fast.ops`; the driver passes
     :mod:`lse_fast.reference` under ``--ops reference``).
+    ``align_corners=True`` resamples as the authors' code does (their
+    crops are resized with ``align_corners=True``); it is passed to
+    ``crop_pseudo_labels`` (issue 18 item 2) and ``crop_resize``.
     """
     _check_choice("entropy_norm", entropy_norm, ENTROPY_NORMS)
     _check_choice("filter_interp", filter_interp, FILTER_INTERPS)
     if ops is None:
         import lse_fast.ops as ops
+    # The flag is passed only when set, so an ops module without it (the
+    # reference, or an op built before it) still serves the default.
+    corners = {"align_corners": True} if align_corners else {}
     if entropy_norm == "log_c" and filter_interp == "nearest":
-        return ops.crop_pseudo_labels(probs, boxes, size, thresholds, image_size=image_size, ignore_index=ignore_index)
+        return ops.crop_pseudo_labels(probs, boxes, size, thresholds, image_size=image_size,
+                                      ignore_index=ignore_index, **corners)
     keep_all = torch.full_like(thresholds, math.inf)
-    labels = ops.crop_pseudo_labels(probs, boxes, size, keep_all, image_size=image_size, ignore_index=ignore_index)
+    labels = ops.crop_pseudo_labels(probs, boxes, size, keep_all, image_size=image_size,
+                                    ignore_index=ignore_index, **corners)
     p = probs.float()
     if image_size is not None and tuple(p.shape[2:]) != tuple(image_size):
-        p = F.interpolate(p, size=tuple(image_size), mode="bilinear", align_corners=False)
+        p = F.interpolate(p, size=tuple(image_size), mode="bilinear", align_corners=bool(align_corners))
     keep = filter_map(p, thresholds, entropy_norm)
     if filter_interp == "bilinear":
-        crop_keep = ops.crop_resize(keep.unsqueeze(1), boxes, size).squeeze(1) > 0
+        crop_keep = ops.crop_resize(keep.unsqueeze(1), boxes, size, align_corners=bool(align_corners)).squeeze(1) > 0
     else:
         crop_keep = ops.crop_resize(keep.to(torch.uint8), boxes, size, mode="nearest").bool()
     return torch.where(crop_keep, labels, torch.full_like(labels, ignore_index))
