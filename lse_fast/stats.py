@@ -11,7 +11,8 @@ images costs ``2 * C * bins * 8`` bytes (0.6 MB for C = 19, bins = 2048)
 where CRST keeps every pixel's confidence in host RAM and sorts it.
 
 Error bound. A value ``v`` in ``[0, 1]`` falls in bin ``j = min(floor(v *
-bins), bins - 1)`` (computed in float64, exact for float32 inputs);
+bins), bins - 1)`` (computed exactly: in float32 when ``bins`` is a power
+of two and the values are float32 or half, else in float64);
 values below 0 go to bin 0 and above 1 to the last bin. Every order
 statistic (k-th largest, k-th smallest, median) read from the histograms is
 returned as the lower edge ``j / bins`` of the bin holding the exact one, so
@@ -82,8 +83,14 @@ class ScoreSummary:
         return None if self.confidence is None else self.confidence.device
 
     def _bin(self, values):
-        idx = torch.floor(values.double() * self.bins).clamp_(0, self.bins - 1)
-        return idx.to(torch.int64)
+        if self.bins & (self.bins - 1) == 0 and values.dtype != torch.float64:
+            # A power of two: v * bins is exact in float32 (for float32 and
+            # half inputs) and truncation is floor on [0, bins), so float32
+            # gives the float64 bins, faster.
+            scaled = values.float() * self.bins
+        else:
+            scaled = torch.floor(values.double() * self.bins)
+        return scaled.clamp_(0, self.bins - 1).to(torch.int64)
 
     def update(self, scores, valid=None) -> "ScoreSummary":
         """Adds one batch. ``scores`` is a :class:`lse_fast.ops.Scores` (or
@@ -111,13 +118,13 @@ class ScoreSummary:
                 )
             keep = valid.reshape(-1).to(label.device)
             conf, ent, label = conf[keep], ent[keep], label[keep]
-        if label.numel() and (int(label.min()) < 0 or int(label.max()) >= self.num_classes):
-            raise _err(
-                f"`scores.label` must lie in [0, {self.num_classes}), got values in "
-                f"[{int(label.min())}, {int(label.max())}]"
-            )
-        nan = torch.isnan(conf) | torch.isnan(ent)
-        if bool(nan.any()):
+        if label.numel():
+            lo, hi = (int(v) for v in torch.aminmax(label))
+            if lo < 0 or hi >= self.num_classes:
+                raise _err(f"`scores.label` must lie in [0, {self.num_classes}), got values in [{lo}, {hi}]")
+        # one cheap reduction first: the NaN masks are built only when a sum is NaN
+        if label.numel() and bool(torch.isnan(conf.sum() + ent.sum())):
+            nan = torch.isnan(conf) | torch.isnan(ent)
             self.nan_pixels += torch.bincount(label[nan], minlength=self.num_classes)
             fine = ~nan
             conf, ent, label = conf[fine], ent[fine], label[fine]
