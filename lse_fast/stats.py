@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ScoreSummary", "class_balanced_pseudo_labels", "confidence_share"]
+__all__ = ["ScoreSummary", "class_balanced_pseudo_labels", "class_subsample", "confidence_share"]
 
 KINDS = ("confidence", "entropy")
 
@@ -96,7 +96,8 @@ class ScoreSummary:
         """Adds one batch. ``scores`` is a :class:`lse_fast.ops.Scores` (or
         anything with ``confidence``, ``entropy`` float ``[N, H, W]`` and
         ``label`` int ``[N, H, W]``); ``valid`` an optional bool ``[N, H, W]``
-        mask of the pixels to count (e.g. CRST's downsampling). Returns self."""
+        mask of the pixels to count (e.g. :func:`class_subsample`, CRST's
+        ``--ds-rate``). Returns self."""
         conf, ent, label = scores.confidence, scores.entropy, scores.label
         if conf.shape != label.shape or ent.shape != label.shape:
             raise _err(
@@ -264,3 +265,29 @@ def class_balanced_pseudo_labels(probs: torch.Tensor, thresholds: torch.Tensor, 
     label = weighted.argmax(1)  # first maximum, as np.argmax
     best = weighted.amax(1)
     return torch.where(best < 1, torch.full_like(label, ignore_index), label)
+
+
+def class_subsample(label: torch.Tensor, every: int) -> torch.Tensor:
+    """CRST's ``--ds-rate``: a bool ``[N, H, W]`` mask keeping, in every
+    image, the 1st, (1 + every)-th, (1 + 2 every)-th ... pixel of each
+    predicted class in raster order (their ``conf[label == c][0::ds_rate]``).
+    Pass it as ``valid`` to :meth:`ScoreSummary.update` to count what CRST
+    counts; the summary itself does not need it (its size does not grow with
+    the pixels)."""
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise _err(f"class_subsample: `every` must be an int >= 1, got {every!r}")
+    if label.dim() != 3 or label.dtype.is_floating_point or label.dtype == torch.bool:
+        raise _err(f"class_subsample: `label` must be an integer tensor [N, H, W], got {label.dtype} {tuple(label.shape)}")
+    n = label.shape[0]
+    flat = label.reshape(n, -1).to(torch.int64)
+    order = torch.sort(flat, dim=1, stable=True).indices  # pixels grouped by class, raster order inside
+    sorted_label = flat.gather(1, order)
+    pos = torch.arange(flat.shape[1], device=label.device).expand(n, -1)
+    # position of each group's first pixel: where the sorted label changes
+    start = torch.ones_like(sorted_label, dtype=torch.bool)
+    start[:, 1:] = sorted_label[:, 1:] != sorted_label[:, :-1]
+    first = torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), dim=1).values
+    keep_sorted = (pos - first) % every == 0
+    keep = torch.empty_like(keep_sorted)
+    keep.scatter_(1, order, keep_sorted)
+    return keep.reshape(label.shape)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lse_fast import ops, selection
-from lse_fast.stats import ScoreSummary, class_balanced_pseudo_labels, confidence_share
+from lse_fast.stats import ScoreSummary, class_balanced_pseudo_labels, class_subsample, confidence_share
 
 
 def needs(item, option, raises=TypeError):
@@ -189,14 +189,15 @@ def test_lse_authors_loss(deeplab):
 
 
 # ---------------------------------------------------------------- CRST / CBST
-def cbst_thresholds(probs, portion):
-    """crst_seg.py kc_parameters (ds_rate 1): every pixel's max-prob kept per
-    predicted class, sorted descending, threshold at position floor(n p) - 1,
-    1.0 where that is empty."""
+def cbst_thresholds(probs, portion, ds_rate=1):
+    """crst_seg.py val + kc_parameters: per image, every ds_rate-th max-prob
+    of each predicted class (raster order) kept in a list per class, sorted
+    descending, threshold at position floor(n p) - 1, 1.0 where empty."""
     conf, label = probs.max(1)
     out = torch.ones(probs.shape[1], dtype=torch.float64)
     for k in range(probs.shape[1]):
-        v = torch.sort(conf[label == k].double(), descending=True).values
+        kept = torch.cat([conf[i][label[i] == k][0::ds_rate] for i in range(len(conf))])
+        v = torch.sort(kept.double(), descending=True).values
         n = int(math.floor(v.numel() * portion))
         if n:
             out[k] = v[n - 1]
@@ -211,15 +212,17 @@ def cbst_labels(probs, thresholds):
     return label
 
 
-def test_cbst_thresholds_from_the_summary():
+@pytest.mark.parametrize("ds_rate", [1, 4])
+def test_cbst_thresholds_from_the_summary(ds_rate):
     c, portion, bins = 5, 0.2, 4096
     logits = biased_logits(6, c, 16, 20, seed=5)
     summary = ScoreSummary(c, bins)
     for i in range(0, 6, 2):
-        summary.update(ops.score(logits[i:i + 2]))
+        s = ops.score(logits[i:i + 2])
+        summary.update(s, valid=class_subsample(s.label, ds_rate))  # CRST's --ds-rate (4 by default)
     ours = summary.class_balanced_thresholds(portion)
     probs = torch.softmax(logits, 1)
-    exact = cbst_thresholds(probs, portion)
+    exact = cbst_thresholds(probs, portion, ds_rate)
     assert bool(((exact - ours) >= 0).all()) and bool(((exact - ours) <= 1 / bins + 1e-9).all())
     # labels: equal with the exact thresholds; the summary's (lower) ones keep every pixel those keep
     assert torch.equal(class_balanced_pseudo_labels(probs.double(), exact), cbst_labels(probs, exact))

@@ -151,3 +151,18 @@ def test_confidence_share_and_class_balanced_labels():
     # pixel 1: .2/.7, .5/.4=1.25, .3/.2=1.5 -> class 2
     # pixel 2: .4/.7, .35/.4=.875, .25/.2=1.25 -> class 2
     assert class_balanced_pseudo_labels(probs, thr).tolist() == [[[255, 2, 2]]]
+
+
+def test_class_subsample_is_crst_ds_rate():
+    g = torch.Generator().manual_seed(5)
+    label = torch.randint(0, 4, (2, 9, 13), generator=g)
+    conf = torch.rand(2, 9, 13, generator=g)
+    for every in (1, 4, 7):
+        mask = lse_fast.stats.class_subsample(label, every)
+        for i in range(2):
+            for c in range(4):
+                theirs = conf[i][label[i] == c][0::every]  # crst_seg.py: conf_cls_temp[0:len:ds_rate]
+                ours = conf[i][(label[i] == c) & mask[i]]
+                assert torch.equal(ours, theirs)
+    with pytest.raises(ValueError, match="every"):
+        lse_fast.stats.class_subsample(label, 0)
