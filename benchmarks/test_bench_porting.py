@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import lse_fast
 from lse_fast import ops, selection
-from lse_fast.stats import confidence_share
+from lse_fast.stats import ScoreSummary, confidence_share
 
 
 def _devices():
@@ -107,3 +107,37 @@ def test_daformer_pseudo_label(benchmark, device, provider):
     fn = daformer_theirs if provider == "theirs" else daformer_ours
     benchmark.extra_info.update(recipe="daformer-pseudo-label", device=device, provider=provider)
     _time(benchmark, device, lambda: fn(low, (512, 512)))
+
+
+# -- CRST and ESL: the per-image pass that feeds their thresholds, at the
+# network's output resolution (their align_corners=True upsampling needs
+# issue 18 item 2): theirs keeps the pixels, ours adds them to a summary.
+def crst_theirs(logits, store):
+    p = torch.softmax(logits, 1)
+    conf, label = p.max(1)
+    for c in range(p.shape[1]):  # crst_seg.py val(): per-class lists of max-probs (ds_rate 1)
+        m = label[0] == c
+        if m.any():
+            store[c].append(conf[0][m])
+
+
+def esl_theirs(logits, store):
+    p = torch.softmax(logits, 1)
+    ent = -(p * torch.log(p)).sum(1) / torch.log(torch.tensor(float(p.shape[1])))
+    store.append((p.argmax(1), ent))  # esl_UDA.py keeps label and entropy maps of the whole chunk
+
+
+@pytest.mark.parametrize("recipe", ["crst", "esl"])
+@pytest.mark.parametrize("provider", ["theirs", "ours"])
+def test_threshold_pass(benchmark, device, recipe, provider):
+    logits = torch.randn(1, 19, 512, 1024, device=device) * 3
+    if provider == "theirs":
+        def fn():
+            crst_theirs(logits, [[] for _ in range(19)]) if recipe == "crst" else esl_theirs(logits, [])
+    else:
+        summary = ScoreSummary(19, 2048)
+
+        def fn():
+            summary.update(ops.score(logits))
+    benchmark.extra_info.update(recipe=f"{recipe}-pass", device=device, provider=provider)
+    _time(benchmark, device, fn)
