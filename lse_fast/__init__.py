@@ -5,7 +5,7 @@ references. Importing the package loads the compiled extension; without one
 it fails with a message saying how to build it.
 
 The other public subpackages (`models`, `data`, `evaluate`, `metrics`,
-`selection`, `adapt`) are imported on first access (`lse_fast.models`), so
+`selection`, `stats`, `adapt`) are imported on first access (`lse_fast.models`), so
 `import lse_fast` stays fast and never imports NVIDIA DALI or matplotlib.
 """
 
@@ -21,7 +21,7 @@ from lse_fast.ops import FocalCELoss, Scores, crop_pseudo_labels, crop_resize, f
 __version__ = "0.1.0"
 
 # Subpackages imported on first attribute access (PEP 562).
-_LAZY_SUBMODULES = ("adapt", "data", "evaluate", "metrics", "models", "selection")
+_LAZY_SUBMODULES = ("adapt", "data", "evaluate", "metrics", "models", "selection", "stats")
 
 
 def __getattr__(name):
@@ -51,4 +51,5 @@ __all__ = [
     "reference",
     "score",
     "selection",
+    "stats",
 ]

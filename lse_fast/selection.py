@@ -33,6 +33,18 @@ Rules (the paper's, with the decisions it leaves open made explicit):
   "first_unselected"`` takes the first image after the selected ones instead
   (the authors' public code); when every candidate is selected it falls back
   to the last selected one.
+* A class whose share rounds to 0 images (only under ``rounding="floor"``)
+  selects no image. With ``zero_share="skip"`` (default) it gets no threshold
+  (NaN, so :meth:`Selection.filter_thresholds` ignores all its pixels); with
+  ``zero_share="top_image"`` it still takes h_c from its top-ranked image (the
+  authors' code: their threshold image is the first unselected one, which is
+  the top image when none is selected).
+
+The authors' variants of the entropy map (min-max normalisation per image and
+predicted class) and of the filter map (bilinear resize of the keep-mask) are
+here too: :func:`minmax_class_entropy`, :func:`minmax_class_entropy_sums`,
+:func:`filter_map` and :func:`pseudo_labels`, so another training loop can run
+the driver's selection step by step (docs/selection.md).
 """
 
 from __future__ import annotations
@@ -41,9 +53,13 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 THRESHOLD_IMAGES = ("last_selected", "first_unselected")
 ROUNDINGS = ("ceil", "floor")
+ZERO_SHARES = ("skip", "top_image")
+ENTROPY_NORMS = ("log_c", "minmax")
+FILTER_INTERPS = ("nearest", "bilinear")
 
 
 @dataclass
@@ -57,7 +73,8 @@ class Selection:
         candidates: ``[C]`` number of images predicting c (0 for classes not
             in ``classes``).
         thresholds: float32 ``[C]`` h_c, NaN where class c has no threshold
-            (skipped, never predicted, or a share of 0 images).
+            (skipped, never predicted, or a share of 0 images under
+            ``zero_share="skip"``).
         threshold_images: ``[C]`` index of the image h_c was taken from, or None.
     """
 
@@ -141,6 +158,7 @@ def select(
     classes=None,
     threshold_image: str = "last_selected",
     rounding: str = "ceil",
+    zero_share: str = "skip",
 ) -> Selection:
     """Class-based sorting and dynamic thresholds for one round.
 
@@ -152,6 +170,9 @@ def select(
         classes: class columns taking part (default all); C = len(classes).
         threshold_image: "last_selected" (paper) or "first_unselected" (authors' code).
         rounding: "ceil" (default) or "floor" for the per-class share.
+        zero_share: what a class whose share is 0 images gets: "skip" (no
+            threshold: NaN) or "top_image" (h_c from its top-ranked image,
+            the authors' code). Only "floor" rounding can give a share of 0.
     """
     _check_stats(class_pixels, ("class_confidence", class_confidence), ("class_entropy", class_entropy))
     if not (0.0 < float(portion) <= 1.0):
@@ -162,6 +183,8 @@ def select(
         )
     if rounding not in ROUNDINGS:
         raise ValueError(f"lse_fast.selection: `rounding` must be one of {ROUNDINGS}, got {rounding!r}")
+    if zero_share not in ZERO_SHARES:
+        raise ValueError(f"lse_fast.selection: `zero_share` must be one of {ZERO_SHARES}, got {zero_share!r}")
     n, num_columns = class_pixels.shape
     active = _classes(classes, num_columns)
     pixels = class_pixels.cpu()
@@ -177,12 +200,14 @@ def select(
             continue  # never predicted: skipped
         k = share(ranked.numel(), portion, max(len(active), 1), rounding)
         if k == 0:
-            continue
-        per_class[c] = ranked[:k].clone()
-        if threshold_image == "first_unselected" and k < ranked.numel():
+            if zero_share == "skip":
+                continue
+            t = int(ranked[0])  # authors' rule: the top image gives h_c, none is selected
+        elif threshold_image == "first_unselected" and k < ranked.numel():
             t = int(ranked[k])
         else:
             t = int(ranked[k - 1])
+        per_class[c] = ranked[:k].clone()
         threshold_images[c] = t
         thresholds[c] = float(entropy[t, c] / float(pixels[t, c]))
     chosen = [t for t in per_class if t.numel()]
@@ -232,3 +257,128 @@ def portions(start: float = 0.1, step: float = 0.05, stop: float = 0.4) -> list:
         out.append(p)
         i += 1
     return out
+
+
+# --------------------------------------------------------------------------
+# Entropy normalisation and filter maps (the paper's and the authors' variants)
+
+
+def minmax_class_entropy(entropy: torch.Tensor, label: torch.Tensor, num_classes: int):
+    """The authors' per-image per-class min-max normalisation of an entropy
+    map: ``(E - min_c) / (max_c - min_c)`` over the pixels predicted c in the
+    image, 0 where the class's entropy is constant in the image (the
+    authors' code divides by zero there).
+
+    Args:
+        entropy: float ``[N, H, W]`` (any normalisation: min-max removes it).
+        label: int64 ``[N, H, W]`` predicted class per pixel, in ``[0, num_classes)``.
+        num_classes: C.
+
+    Returns:
+        ``(normalised [N, H, W] float32, min [N, C], max [N, C])``; min is
+        ``+inf`` and max ``-inf`` for a class not predicted in the image.
+    """
+    if entropy.shape != label.shape or entropy.dim() != 3:
+        raise ValueError(
+            "lse_fast.selection.minmax_class_entropy: `entropy` and `label` must both be [N, H, W], "
+            f"got {tuple(entropy.shape)} and {tuple(label.shape)}"
+        )
+    n = entropy.shape[0]
+    e = entropy.reshape(n, -1).float()
+    lab = label.reshape(n, -1)
+    big = torch.full((n, num_classes), float("inf"), device=e.device)
+    cmin = big.scatter_reduce(1, lab, e, reduce="amin", include_self=True)
+    cmax = (-big).scatter_reduce(1, lab, e, reduce="amax", include_self=True)
+    lo = cmin.gather(1, lab)
+    hi = cmax.gather(1, lab)
+    span = hi - lo
+    norm = torch.where(span > 0, (e - lo) / span.clamp(min=1e-30), torch.zeros_like(e))
+    return norm.reshape(entropy.shape), cmin, cmax
+
+
+def minmax_class_entropy_sums(scores, num_classes: int) -> torch.Tensor:
+    """Per-image per-class sums (float64 ``[N, C]``) of the min-max normalised
+    entropy, from one :class:`lse_fast.ops.Scores` (its entropy map, labels
+    and ``class_entropy``/``class_pixels``):
+    ``sum (E - min) / span = (sum E - n * min) / span``, 0 for a class with
+    constant entropy. Feed it to :func:`select` as ``class_entropy`` to get
+    the authors' thresholds."""
+    _, cmin, cmax = minmax_class_entropy(scores.entropy, scores.label, num_classes)
+    span = cmax - cmin
+    e_sum = scores.class_entropy.double() - scores.class_pixels.double() * cmin.double().nan_to_num(posinf=0.0)
+    return torch.where(span > 0, e_sum / span.double().clamp(min=1e-30), torch.zeros_like(e_sum))
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"lse_fast.selection: `{name}` must be one of {choices}, got {value!r}")
+
+
+def filter_map(probs: torch.Tensor, thresholds: torch.Tensor, entropy_norm: str = "log_c") -> torch.Tensor:
+    """Keep-mask (float32 ``[N, H, W]``, 1 = keep) of probabilities
+    ``[N, C, H, W]``: a pixel is kept where its normalised entropy is at most
+    its predicted class's threshold (``E <= h[argmax]``; the authors' code
+    keeps ``E < h``, which differs only at equality). ``entropy_norm``
+    "log_c" divides the entropy (0 log 0 = 0) by log C (the paper),
+    "minmax" rescales it per image and predicted class (the authors' code,
+    :func:`minmax_class_entropy`)."""
+    _check_choice("entropy_norm", entropy_norm, ENTROPY_NORMS)
+    c = probs.shape[1]
+    ent = torch.special.entr(probs).sum(1) / math.log(c) if c > 1 else torch.zeros_like(probs[:, 0])
+    label = probs.argmax(1)
+    if entropy_norm == "minmax":
+        ent, _, _ = minmax_class_entropy(ent, label, c)
+    return (ent <= thresholds.to(probs.device, torch.float32)[label]).to(torch.float32)
+
+
+def pseudo_labels(
+    probs: torch.Tensor,
+    boxes: torch.Tensor,
+    size,
+    thresholds: torch.Tensor,
+    *,
+    image_size=None,
+    entropy_norm: str = "log_c",
+    filter_interp: str = "nearest",
+    ignore_index: int = 255,
+    align_corners: bool = False,
+    ops=None,
+) -> torch.Tensor:
+    """uint8 pseudo-labels ``[K, *size]`` of the boxes, with the driver's
+    filter variants.
+
+    The paper's variant (``entropy_norm="log_c"``, ``filter_interp=
+    "nearest"``) is :func:`lse_fast.ops.crop_pseudo_labels` itself. The
+    authors' variants take the labels from the same op with every pixel
+    kept and replace its filter map: min-max normalised entropy
+    (``entropy_norm="minmax"``) and/or the keep-mask resized bilinearly and
+    kept where > 0 (``filter_interp="bilinear"``, which dilates the kept
+    region). ``ops`` is the module holding ``crop_pseudo_labels`` and
+    ``crop_resize`` (default :mod:`lse_fast.ops`; the driver passes
+    :mod:`lse_fast.reference` under ``--ops reference``).
+    ``align_corners=True`` resamples as the authors' code does (their
+    crops are resized with ``align_corners=True``); it is passed to
+    ``crop_pseudo_labels`` (issue 18 item 2) and ``crop_resize``.
+    """
+    _check_choice("entropy_norm", entropy_norm, ENTROPY_NORMS)
+    _check_choice("filter_interp", filter_interp, FILTER_INTERPS)
+    if ops is None:
+        import lse_fast.ops as ops
+    # The flag is passed only when set, so an ops module without it (the
+    # reference, or an op built before it) still serves the default.
+    corners = {"align_corners": True} if align_corners else {}
+    if entropy_norm == "log_c" and filter_interp == "nearest":
+        return ops.crop_pseudo_labels(probs, boxes, size, thresholds, image_size=image_size,
+                                      ignore_index=ignore_index, **corners)
+    keep_all = torch.full_like(thresholds, math.inf)
+    labels = ops.crop_pseudo_labels(probs, boxes, size, keep_all, image_size=image_size,
+                                    ignore_index=ignore_index, **corners)
+    p = probs.float()
+    if image_size is not None and tuple(p.shape[2:]) != tuple(image_size):
+        p = F.interpolate(p, size=tuple(image_size), mode="bilinear", align_corners=bool(align_corners))
+    keep = filter_map(p, thresholds, entropy_norm)
+    if filter_interp == "bilinear":
+        crop_keep = ops.crop_resize(keep.unsqueeze(1), boxes, size, align_corners=bool(align_corners)).squeeze(1) > 0
+    else:
+        crop_keep = ops.crop_resize(keep.to(torch.uint8), boxes, size, mode="nearest").bool()
+    return torch.where(crop_keep, labels, torch.full_like(labels, ignore_index))

@@ -15,10 +15,9 @@ from lse_fast import reference
 from lse_fast.adapt import cli, main
 from lse_fast.adapt import training as training_mod
 from lse_fast.adapt.context import Ops
-from lse_fast.adapt.patches import pseudo_labels
-from lse_fast.adapt.scoring import minmax_class_entropy
 from lse_fast.adapt.verify import Verifier
 from lse_fast.patches import random_boxes
+from lse_fast.selection import minmax_class_entropy, pseudo_labels
 
 TINY = [
     "--synthetic-source", "12", "--synthetic-train", "12", "--synthetic-val", "4",
@@ -136,16 +135,16 @@ def test_torch_pseudo_labels_equal_the_op_by_default():
     b = reference.crop_pseudo_labels(probs, boxes, (32, 64), thr, image_size=(32, 64))
     for kind in ("reference", "fused"):
         ops = Ops(kind)
-        a = pseudo_labels(ops, probs, boxes, (32, 64), thr, image_size=(32, 64))
+        a = pseudo_labels(probs, boxes, (32, 64), thr, image_size=(32, 64), ops=ops)
         assert torch.equal(a, b), kind
         # the authors' bilinear mask keeps every pixel nearest keeps, and more, with the same labels
-        c = pseudo_labels(ops, probs, boxes, (32, 64), thr, image_size=(32, 64), filter_interp="bilinear")
+        c = pseudo_labels(probs, boxes, (32, 64), thr, image_size=(32, 64), ops=ops, filter_interp="bilinear")
         assert bool(((a != 255) <= (c != 255)).all()) and int((c != 255).sum()) > int((a != 255).sum())
         assert torch.equal(c[a != 255], a[a != 255])
-        d = pseudo_labels(ops, probs, boxes, (32, 64), thr, image_size=(32, 64), entropy_norm="minmax")
+        d = pseudo_labels(probs, boxes, (32, 64), thr, image_size=(32, 64), ops=ops, entropy_norm="minmax")
         assert d.dtype == torch.uint8 and d.shape == a.shape
         # min-max keeps the pixels of a class whose entropy is constant in an image (0 after rescaling)
-        everything = pseudo_labels(ops, probs, boxes, (32, 64), torch.full((5,), 2.0), image_size=(32, 64),
+        everything = pseudo_labels(probs, boxes, (32, 64), torch.full((5,), 2.0), image_size=(32, 64), ops=ops,
                                    entropy_norm="minmax")
         assert bool((everything != 255).all())
 

@@ -187,3 +187,56 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="classes"):
         select(z, z.float(), z.float(), 0.1, classes=[4])
     assert selection.THRESHOLD_IMAGES == ("last_selected", "first_unselected")
+
+
+def test_zero_share_rule():
+    # 3 candidates of class 0 with C=1 and p=0.2: floor(0.6)=0 images.
+    rows = [{0: (4, 0.7, 0.3)}, {0: (4, 0.9, 0.1)}, {0: (4, 0.8, 0.2)}]
+    pixels, conf, ent = stats(rows)
+    skip = select(pixels, conf, ent, 0.2, classes=[0], rounding="floor")
+    assert skip.counts[0] == 0 and math.isnan(skip.thresholds[0].item()) and skip.threshold_images[0] is None
+    assert skip.filter_thresholds()[0].item() == -1.0  # every pixel of class 0 ignored
+    for image_rule in selection.THRESHOLD_IMAGES:
+        top = select(pixels, conf, ent, 0.2, classes=[0], rounding="floor", zero_share="top_image",
+                     threshold_image=image_rule)
+        assert top.counts[0] == 0 and top.indices.numel() == 0  # still nothing selected
+        assert top.threshold_images[0] == 1  # image 1 has the highest U_0
+        assert top.thresholds[0].item() == pytest.approx(0.1)
+    # a class with a non-zero share is unaffected by the rule
+    a = select(pixels, conf, ent, 0.5, classes=[0], rounding="floor")
+    b = select(pixels, conf, ent, 0.5, classes=[0], rounding="floor", zero_share="top_image")
+    assert a.threshold_images == b.threshold_images and torch.allclose(a.thresholds, b.thresholds, equal_nan=True)
+    with pytest.raises(ValueError, match="zero_share"):
+        select(pixels, conf, ent, 0.5, zero_share="top")
+
+
+def test_minmax_sums_equal_the_normalised_map_summed():
+    import lse_fast
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 4, 9, 11, generator=g) * 2
+    s = lse_fast.ops.score(logits)
+    norm, _, _ = selection.minmax_class_entropy(s.entropy, s.label, 4)
+    want = torch.zeros(3, 4, dtype=torch.float64)
+    want.scatter_add_(1, s.label.reshape(3, -1), norm.reshape(3, -1).double())
+    got = selection.minmax_class_entropy_sums(s, 4)
+    assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="entropy"):
+        selection.minmax_class_entropy(s.entropy, s.label[:, :2], 4)
+
+
+def test_filter_map_and_pseudo_label_choices():
+    import lse_fast
+
+    g = torch.Generator().manual_seed(4)
+    probs = torch.softmax(torch.randn(1, 3, 6, 8, generator=g), 1)
+    thr = torch.tensor([0.5, 0.9, 0.7])
+    ent = torch.special.entr(probs).sum(1) / math.log(3)
+    want = (ent <= thr[probs.argmax(1)]).float()
+    assert torch.equal(selection.filter_map(probs, thr), want)
+    boxes = torch.tensor([[0.0, 0.0, 0.0, 8.0, 6.0]])
+    default = selection.pseudo_labels(probs, boxes, (6, 8), thr)
+    assert torch.equal(default, lse_fast.ops.crop_pseudo_labels(probs, boxes, (6, 8), thr))
+    for bad, kw in (("entropy_norm", {"entropy_norm": "log"}), ("filter_interp", {"filter_interp": "area"})):
+        with pytest.raises(ValueError, match=bad):
+            selection.pseudo_labels(probs, boxes, (6, 8), thr, **kw)

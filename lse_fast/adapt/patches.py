@@ -7,15 +7,14 @@ each chunk of images the trainer loads. Nothing is written to disk.
 
 from __future__ import annotations
 
-import math
 import typing
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
+from lse_fast import selection as sel
 from lse_fast.adapt.context import IGNORE, Context, seed_for
-from lse_fast.adapt.scoring import ScoreResult, minmax_class_entropy, target_probs
+from lse_fast.adapt.scoring import ScoreResult, target_probs
 from lse_fast.patches import random_boxes
 
 EXAMPLES = 4  # patches kept per round for the pseudo-label plot
@@ -49,40 +48,6 @@ def plan_patches(ctx: Context, selection, round_index: int) -> PatchPlan:
     return PatchPlan(chosen, boxes, cfg.patches_per_image, size, selection.filter_thresholds())
 
 
-def filter_map(probs, thresholds, entropy_norm):
-    """Keep-mask (float32 [N, H, W]) of full-resolution probabilities: the
-    pixel's normalised entropy is at most its predicted class's threshold.
-    ``entropy_norm`` 'log_c' divides by log C (the paper), 'minmax' rescales
-    per image and predicted class (the authors' code)."""
-    c = probs.shape[1]
-    ent = torch.special.entr(probs).sum(1) / math.log(c) if c > 1 else torch.zeros_like(probs[:, 0])
-    label = probs.argmax(1)
-    if entropy_norm == "minmax":
-        ent, _, _ = minmax_class_entropy(ent, label, c)
-    return (ent <= thresholds.to(probs.device, torch.float32)[label]).to(torch.float32)
-
-
-def pseudo_labels(ops, probs, boxes, size, thresholds, *, image_size, entropy_norm="log_c", filter_interp="nearest"):
-    """uint8 pseudo-labels of the boxes. The paper's variant (log_c entropy,
-    nearest mask) is ``ops.crop_pseudo_labels`` itself. The authors' variants
-    take the labels from the same op with every pixel kept and replace its
-    filter map: min-max normalised entropy, and/or the mask resized
-    bilinearly (kept where > 0, which dilates the kept region)."""
-    if entropy_norm == "log_c" and filter_interp == "nearest":
-        return ops.crop_pseudo_labels(probs, boxes, size, thresholds, image_size=image_size)
-    keep_all = torch.full_like(thresholds, math.inf)
-    labels = ops.crop_pseudo_labels(probs, boxes, size, keep_all, image_size=image_size)
-    p = probs.float()
-    if tuple(p.shape[2:]) != tuple(image_size):
-        p = F.interpolate(p, size=tuple(image_size), mode="bilinear", align_corners=False)
-    keep = filter_map(p, thresholds, entropy_norm)
-    if filter_interp == "bilinear":
-        crop_keep = ops.crop_resize(keep.unsqueeze(1), boxes, size).squeeze(1) > 0
-    else:
-        crop_keep = ops.crop_resize(keep.to(torch.uint8), boxes, size, mode="nearest").bool()
-    return torch.where(crop_keep, labels, torch.full_like(labels, IGNORE))
-
-
 def make_patches(ctx: Context, plan: PatchPlan, scores: ScoreResult, batch):
     """(image patches, pseudo-labels) of one loaded chunk of selected images
     (``batch["index"]`` = positions in ``plan.chosen``), on the device."""
@@ -100,8 +65,8 @@ def make_patches(ctx: Context, plan: PatchPlan, scores: ScoreResult, batch):
         probs = target_probs(ctx, plan.teacher, x)
     thresholds = plan.thresholds.to(device)
     patches = ctx.ops.crop_resize(x, local, size)
-    labels = pseudo_labels(ctx.ops, probs, local, size, thresholds, image_size=size,
-                           entropy_norm=cfg.entropy_norm, filter_interp=cfg.filter_interp)
+    labels = sel.pseudo_labels(probs, local, size, thresholds, image_size=size, entropy_norm=cfg.entropy_norm,
+                               filter_interp=cfg.filter_interp, ignore_index=IGNORE, ops=ctx.ops)
     if ctx.verifier is not None:
         ctx.verifier.crop_resize(x, local, size, patches)
         if cfg.entropy_norm == "log_c" and cfg.filter_interp == "nearest":

@@ -36,34 +36,6 @@ class ScoreResult:
     peak_map_bytes: int = 0  # largest total of maps held (after adding a batch, before pruning)
 
 
-def minmax_class_entropy(entropy, label, num_classes):
-    """Authors' per-image per-class min-max normalisation of the entropy
-    map: (E - min_c) / (max_c - min_c) over the pixels predicted c in the
-    image, 0 where the class's entropy is constant (the authors' code
-    divides by zero there). Returns the normalised map and per-class
-    (min, max) [N, C]."""
-    n = entropy.shape[0]
-    e = entropy.reshape(n, -1).float()
-    lab = label.reshape(n, -1)
-    big = torch.full((n, num_classes), float("inf"), device=e.device)
-    cmin = big.scatter_reduce(1, lab, e, reduce="amin", include_self=True)
-    cmax = (-big).scatter_reduce(1, lab, e, reduce="amax", include_self=True)
-    lo = cmin.gather(1, lab)
-    hi = cmax.gather(1, lab)
-    span = hi - lo
-    norm = torch.where(span > 0, (e - lo) / span.clamp(min=1e-30), torch.zeros_like(e))
-    return norm.reshape(entropy.shape), cmin, cmax
-
-
-def minmax_class_entropy_sums(s, num_classes):
-    """Per-class sums of the min-max normalised entropy from the per-class
-    sums of ``ops.score`` (sum (E - min) / span = (sum E - n min) / span)."""
-    _, cmin, cmax = minmax_class_entropy(s.entropy, s.label, num_classes)
-    span = cmax - cmin
-    e_sum = s.class_entropy.double() - s.class_pixels.double() * cmin.double().nan_to_num(posinf=0.0)
-    return torch.where(span > 0, e_sum / span.double().clamp(min=1e-30), torch.zeros_like(e_sum))
-
-
 def target_probs(ctx: Context, model, x):
     """The softmax [N, C, h, w] (float32) of `model` on images `x`, computed
     as while scoring (eval mode, no gradient, the run's autocast)."""
@@ -115,7 +87,7 @@ def score_target(ctx: Context, model, portion: float) -> ScoreResult:
             pixels[idx] = s.class_pixels.cpu()
             conf[idx] = s.class_confidence.cpu().double()
             if cfg.entropy_norm == "minmax":
-                ent[idx] = minmax_class_entropy_sums(s, c).cpu()
+                ent[idx] = sel.minmax_class_entropy_sums(s, c).cpu()
             else:
                 ent[idx] = s.class_entropy.cpu().double()
             kill_point("score")
