@@ -66,7 +66,7 @@ def extension_modules():
         )
 
     with_cuda, reason = decide_cuda(os.environ, torch.version.cuda, find_nvcc(os.environ))
-    cpp = sources("csrc/torch/*.cpp") + sources("csrc/torch/cpu/*.cpp") + sources("csrc/cpu/*.cpp")
+    cpp = sources("csrc/torch/*.cpp") + sources("csrc/cpu/*.cpp")
     cxx_flags = ["-O3", "-fno-trapping-math", "-fopenmp"]
     kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")], extra_link_args=["-fopenmp"])
     if with_cuda:

@@ -19,7 +19,7 @@ struct ScoreAcc {
   int32_t a;  // index of the first maximum (lowest index wins a tie)
 };
 
-struct ScoreResult {
+struct PixelScore {
   float confidence;  // max softmax probability, in (0, 1]
   float entropy;     // entropy / log C, clamped to [0, 1]; 0 when C == 1
   int32_t label;
@@ -45,10 +45,10 @@ LSE_HD void score_update(ScoreAcc& acc, float x, int32_t c) {
 }
 
 // inv_log_c: 1 / log(C), or 0 when C == 1.
-LSE_HD ScoreResult score_finish(const ScoreAcc& acc, float inv_log_c) {
+LSE_HD PixelScore score_finish(const ScoreAcc& acc, float inv_log_c) {
   const float inv_s = 1.0f / acc.s;
   const float h = (log_ge1(acc.s) - acc.t * inv_s) * inv_log_c;
-  ScoreResult r;
+  PixelScore r;
   r.confidence = inv_s;
   r.entropy = h < 0.0f ? 0.0f : (h > 1.0f ? 1.0f : h);  // NaN passes through
   r.label = acc.a;

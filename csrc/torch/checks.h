@@ -1,10 +1,12 @@
 // Argument checks that name the argument and say what is supported.
 //
-// These are the eager checks of every op, the one source of truth: the
-// Python wrappers only convert arguments, and each op's fake (meta)
-// implementation calls one Python metadata check that words its errors
-// exactly as these do (tests/test_census_ops.py asserts they agree). So
-// dtypes print as Python does ("torch.float32") and sizes as lists.
+// Each op's checks are written once, in its csrc/torch/<op>_op.h, with
+// these macros; its CPU and CUDA kernels and its Meta kernel (what
+// torch.compile and FakeTensorMode run) all call them, so eager and
+// compiled errors are the same text (tests/test_census_ops.py). Sizes are
+// read as SymInts (sym_size), which the Meta kernel sees under dynamic
+// shapes; in eager they are plain integers. Dtypes print as Python does
+// ("torch.float32") and sizes as lists.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -42,7 +44,7 @@ inline std::string dtype_name(at::ScalarType t) {
 
 #define LSE_CHECK_DIM(op, x, ndim, layout)                                                  \
   LSE_CHECK_ARG(op, (x).dim() == (ndim), #x, "must have ", ndim, " dimensions ", layout,   \
-                ", got shape ", (x).sizes())
+                ", got shape ", (x).sym_sizes())
 
 #define LSE_CHECK_FLOATING(op, x)                                                           \
   LSE_CHECK_ARG(op,                                                                         \

@@ -1,20 +1,11 @@
-"""Batched crop-resize of images, probability maps and masks, and
-pseudo-labels straight from crops of low-resolution probabilities: the
+"""Batched crop-resize of images, probability maps and masks: the
 scale-invariant examples of LSE (paper Section 3.4) for a whole batch of
 boxes in one launch."""
 
 import torch
 
 from lse_fast._extension import require_kernels_for
-from lse_fast.ops.crop_checks import (
-    check_crop_backward_meta,
-    check_crop_pseudo_labels_meta,
-    check_crop_resize_meta,
-    mode_code,
-    require_bool,
-    require_tensor,
-    size_list,
-)
+from lse_fast.ops.arguments import mode_code, require_bool, require_tensor, size_list
 
 
 def crop_resize_args(input, boxes, size, mode, align_corners):
@@ -28,19 +19,6 @@ def crop_resize_args(input, boxes, size, mode, align_corners):
     require_bool(op, "align_corners", align_corners)
     squeeze = input.dim() == 3
     return (input.unsqueeze(1) if squeeze else input), boxes, size_list(op, "size", size), code, align_corners, squeeze
-
-
-def crop_pseudo_labels_args(probs, boxes, size, thresholds, image_size, ignore_index):
-    """The op's arguments converted for lse_fast::crop_pseudo_labels."""
-    op = "crop_pseudo_labels"
-    for name, value in (("probs", probs), ("boxes", boxes), ("thresholds", thresholds)):
-        require_tensor(op, name, value)
-    hw = image_size
-    if hw is None:  # default (h, w); a probs of the wrong rank is reported by the op
-        hw = list(probs.shape[-2:]) if probs.dim() >= 2 else [1, 1]
-    if not isinstance(ignore_index, int) or isinstance(ignore_index, bool):
-        raise TypeError(f"lse_fast.{op}: `ignore_index` must be an int, got {ignore_index!r}")
-    return probs, boxes, size_list(op, "size", size), thresholds, size_list(op, "image_size", hw), ignore_index
 
 
 def crop_resize(input, boxes, size, *, mode="bilinear", align_corners=False):
@@ -72,50 +50,26 @@ def crop_resize(input, boxes, size, *, mode="bilinear", align_corners=False):
     return out[:, 0] if squeeze else out
 
 
-def crop_pseudo_labels(probs, boxes, size, thresholds, *, image_size=None, ignore_index=255):
-    """uint8 pseudo-labels of crops, computed from probabilities at any
-    resolution without materialising the full-resolution map.
-
-    Equals (up to float near-ties) the reference: ``P = upsample(probs,
-    image_size, bilinear)``; ``E = entropy(P) / log C``; ``A = argmax P``;
-    ``F = E <= thresholds[A]``; label = argmax of ``crop_resize(P, box,
-    size)``, ``ignore_index`` where ``crop_resize(F, box, size, "nearest")``
-    is 0.
-
-    Args:
-        probs: ``[N, C, h, w]`` softmax probabilities (float32/16/bf16/64), e.g.
-            the network's stride-8 output, or at full resolution.
-        boxes: float32 ``[K, 5]`` in the pixel coordinates of `image_size`.
-        size: ``(oh, ow)`` of the pseudo-labels.
-        thresholds: float32 ``[C]``, the per-class normalised-entropy
-            thresholds h_c.
-        image_size: ``(H, W)`` of the images the boxes refer to; default ``(h, w)``.
-        ignore_index: label of filtered pixels, in ``[C, 255]``.
-
-    Returns:
-        uint8 ``[K, oh, ow]``.
-    """
-    args = crop_pseudo_labels_args(probs, boxes, size, thresholds, image_size, ignore_index)
-    require_kernels_for("crop_pseudo_labels", probs)
-    return torch.ops.lse_fast.crop_pseudo_labels.default(*args)
+def on_device_of(t, reference):
+    """`t` moved to the device of `reference` when `t` is on the CPU (which
+    the crop ops allow for boxes and thresholds), else `t` as it is."""
+    return t.to(reference.device) if t.device.type == "cpu" and reference.device.type != "cpu" else t
 
 
+# The fakes (torch.compile) run the ops' C++ Meta kernels, which hold the
+# checks, through their Meta-only twins: boxes may live on the CPU while the
+# input is on a GPU, and FakeTensor gives a C++ Meta kernel's output the
+# device its tensor arguments share, so the twin gets them on one device.
 @torch.library.register_fake("lse_fast::crop_resize")
 def _crop_resize_fake(input, boxes, size, mode, align_corners):
-    oh, ow = check_crop_resize_meta(input, boxes, size, mode)
-    return input.new_empty((boxes.shape[0], input.shape[1], oh, ow))
+    return torch.ops.lse_fast.crop_resize_meta.default(input, on_device_of(boxes, input), size, mode, align_corners)
 
 
 @torch.library.register_fake("lse_fast::crop_resize_backward")
 def _crop_resize_backward_fake(grad, boxes, input_size, mode, align_corners):
-    check_crop_backward_meta(grad, boxes, input_size, mode)
-    return grad.new_empty(tuple(input_size))
-
-
-@torch.library.register_fake("lse_fast::crop_pseudo_labels")
-def _crop_pseudo_labels_fake(probs, boxes, size, thresholds, image_size, ignore_index):
-    oh, ow, _ = check_crop_pseudo_labels_meta(probs, boxes, size, thresholds, image_size, ignore_index)
-    return probs.new_empty((boxes.shape[0], oh, ow), dtype=torch.uint8)
+    return torch.ops.lse_fast.crop_resize_backward_meta.default(
+        grad, on_device_of(boxes, grad), input_size, mode, align_corners
+    )
 
 
 def _crop_resize_setup_context(ctx, inputs, output):

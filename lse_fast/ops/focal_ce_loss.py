@@ -4,47 +4,7 @@ and backward in one pass over the logits."""
 import torch
 
 from lse_fast._extension import require_kernels_for
-
-_LOGIT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-_TARGET_DTYPES = (torch.int64, torch.uint8)
-REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
-
-
-def reduction_code(reduction):
-    """The op's code of a reduction name (conversion by the wrappers)."""
-    if reduction not in REDUCTIONS:
-        raise RuntimeError(f"lse_fast.focal_ce_loss: `reduction` must be one of {sorted(REDUCTIONS)}, got {reduction!r}")
-    return REDUCTIONS[reduction]
-
-
-def check_focal_ce_meta(logits, target, gamma, reduction):
-    """Metadata checks of lse_fast::focal_ce_loss (reduction as its code), for
-    the fake and the reference: the C++ checks (csrc/torch/focal_ce_common.h)
-    word for word and in their order."""
-    op = "lse_fast.focal_ce_loss"
-    if logits.dim() != 4:
-        raise RuntimeError(f"{op}: `logits` must have 4 dimensions [N, C, H, W], got shape {list(logits.shape)}")
-    if logits.dtype not in _LOGIT_DTYPES:
-        raise RuntimeError(f"{op}: `logits` must be float32, float16, bfloat16 or float64, got {logits.dtype}")
-    if logits.shape[1] == 0:
-        raise RuntimeError(f"{op}: `logits` must have at least one class (size(1) = C > 0), got shape {list(logits.shape)}")
-    if target.dim() != 3:
-        raise RuntimeError(f"{op}: `target` must have 3 dimensions [N, H, W], got shape {list(target.shape)}")
-    if target.dtype not in _TARGET_DTYPES:
-        raise RuntimeError(f"{op}: `target` must be int64 or uint8, got {target.dtype}")
-    n, _, h, w = logits.shape
-    if tuple(target.shape) != (n, h, w):
-        raise RuntimeError(
-            f"{op}: `target` must have shape [N, H, W] = {[n, h, w]} to match logits "
-            f"{list(logits.shape)}, got {list(target.shape)}"
-        )
-    if target.device != logits.device:
-        raise RuntimeError(f"{op}: `target` must be on the same device as logits ({logits.device}), got {target.device}")
-    if not gamma >= 0:
-        raise RuntimeError(f"{op}: `gamma` must be >= 0, got {gamma:g}")
-    if reduction not in (0, 1, 2):
-        raise RuntimeError(f"{op}: `reduction` code must be 0 (none), 1 (mean) or 2 (sum), got {reduction}")
-
+from lse_fast.ops.arguments import reduction_code, require_tensor
 
 def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, reduction="mean", check_targets=True):
     """Masked focal + cross-entropy loss: per valid pixel
@@ -72,9 +32,8 @@ def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, redu
         ``logits``: the gradient is computed in the forward pass, in the
         logits' dtype, and backward only scales it.
     """
-    for name, value in (("logits", logits), ("target", target)):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"lse_fast.focal_ce_loss: `{name}` must be a torch.Tensor, got {type(value).__name__}")
+    require_tensor("focal_ce_loss", "logits", logits)
+    require_tensor("focal_ce_loss", "target", target)
     code = reduction_code(reduction)
     require_kernels_for("focal_ce_loss", logits)
     compute_grad = torch.is_grad_enabled() and logits.requires_grad
@@ -89,10 +48,12 @@ class FocalCELoss(torch.nn.Module):
 
     def __init__(self, gamma=3.0, beta=0.1, ignore_index=255, reduction="mean", check_targets=True):
         super().__init__()
-        if not gamma >= 0:
-            raise ValueError(f"FocalCELoss: `gamma` must be >= 0, got {gamma}")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"FocalCELoss: `reduction` must be one of {sorted(REDUCTIONS)}, got {reduction!r}")
+        # The op's own checks, now rather than at the first forward: its Meta
+        # kernel on a 1-pixel meta tensor (no data, no device work).
+        torch.ops.lse_fast.focal_ce_loss.default(
+            torch.empty(1, 1, 1, 1, device="meta"), torch.empty(1, 1, 1, dtype=torch.int64, device="meta"),
+            float(gamma), float(beta), int(ignore_index), reduction_code(reduction), False, bool(check_targets),
+        )
         self.gamma, self.beta, self.ignore_index, self.reduction = float(gamma), float(beta), int(ignore_index), reduction
         self.check_targets = bool(check_targets)
 
@@ -106,14 +67,9 @@ class FocalCELoss(torch.nn.Module):
         return f"gamma={self.gamma}, beta={self.beta}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"
 
 
-@torch.library.register_fake("lse_fast::focal_ce_loss")
-def _focal_ce_loss_fake(logits, target, gamma, beta, ignore_index, reduction, compute_grad, check_targets=True):
-    check_focal_ce_meta(logits, target, gamma, reduction)
-    loss_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    n, _, h, w = logits.shape
-    loss = logits.new_empty((n, h, w) if reduction == 0 else (), dtype=loss_dtype)
-    grad = logits.new_empty(logits.shape) if compute_grad else logits.new_empty((0,))
-    return loss, grad
+# The fake (torch.compile) is the C++ Meta kernel in
+# csrc/torch/focal_ce_loss_op.cpp, which runs the same checks as the CPU and
+# CUDA kernels.
 
 
 def _setup_context(ctx, inputs, output):

@@ -10,15 +10,15 @@
 #include <string>
 #include <vector>
 
-#include "core/crop_math.h"
 #include "core/fast_math.h"
 #include "core/focal_math.h"
 #include "core/geometry.h"
 #include "core/platform.h"
+#include "core/resample.h"
 #include "core/score_math.h"
-#include "cpu/focal_ce_cpu.h"
+#include "cpu/focal_ce_loss_cpu_kernel.h"
 #include "cpu/isa.h"
-#include "cpu/score_cpu.h"
+#include "cpu/score_cpu_kernel.h"
 
 namespace {
 
@@ -238,7 +238,7 @@ Truth truth(const std::vector<float>& x) {
   return {1.0 / d, c > 1 ? h / std::log(static_cast<double>(c)) : 0.0, arg};
 }
 
-lse::ScoreResult score_pixel(const std::vector<float>& x) {
+lse::PixelScore score_pixel(const std::vector<float>& x) {
   lse::ScoreAcc acc = lse::score_init(x[0]);
   for (size_t c = 1; c < x.size(); ++c) lse::score_update(acc, x[c], static_cast<int32_t>(c));
   const float inv = x.size() > 1 ? static_cast<float>(1.0 / std::log(static_cast<double>(x.size()))) : 0.0f;
@@ -255,7 +255,7 @@ void test_score_pixel() {
     std::vector<float> x(c);
     for (float& v : x) v = dist(rng);
     const Truth want = truth(x);
-    const lse::ScoreResult got = score_pixel(x);
+    const lse::PixelScore got = score_pixel(x);
     EXPECT(got.label == want.label, "label %d want %d (C=%d)", got.label, want.label, c);
     worst_conf = std::max(worst_conf, std::fabs(got.confidence - want.confidence));
     worst_ent = std::max(worst_ent, std::fabs(got.entropy - want.entropy));
@@ -265,20 +265,20 @@ void test_score_pixel() {
   EXPECT(worst_ent <= 2e-6, "entropy max abs error %.3g", worst_ent);
 
   // Ties: the lowest index wins; uniform logits give confidence 1/C, entropy 1.
-  const lse::ScoreResult tie = score_pixel({1.0f, 5.0f, 2.0f, 5.0f, 5.0f});
+  const lse::PixelScore tie = score_pixel({1.0f, 5.0f, 2.0f, 5.0f, 5.0f});
   EXPECT(tie.label == 1, "tie label %d", tie.label);
-  const lse::ScoreResult flat = score_pixel(std::vector<float>(19, 0.25f));
+  const lse::PixelScore flat = score_pixel(std::vector<float>(19, 0.25f));
   EXPECT(flat.label == 0 && std::fabs(flat.confidence - 1.0 / 19) < 1e-7 &&
              std::fabs(flat.entropy - 1.0) < 1e-6,
          "uniform: label %d conf %.9g ent %.9g", flat.label, flat.confidence, flat.entropy);
   // Extremes stay finite.
-  const lse::ScoreResult ext = score_pixel({-1.0e4f, 1.0e4f, 0.0f, 1.0e4f, -1.0e4f});
+  const lse::PixelScore ext = score_pixel({-1.0e4f, 1.0e4f, 0.0f, 1.0e4f, -1.0e4f});
   EXPECT(ext.label == 1 && std::fabs(ext.confidence - 0.5f) < 1e-7 &&
              std::fabs(ext.entropy - std::log(2.0) / std::log(5.0)) < 1e-6,
          "extreme: label %d conf %.9g ent %.9g", ext.label, ext.confidence, ext.entropy);
-  const lse::ScoreResult one = score_pixel({3.0f});
+  const lse::PixelScore one = score_pixel({3.0f});
   EXPECT(one.label == 0 && one.confidence == 1.0f && one.entropy == 0.0f, "C == 1");
-  const lse::ScoreResult nan = score_pixel({0.0f, NAN, 1.0f});
+  const lse::PixelScore nan = score_pixel({0.0f, NAN, 1.0f});
   EXPECT(std::isnan(nan.confidence) && std::isnan(nan.entropy), "NaN logits give NaN scores");
 }
 
@@ -384,7 +384,7 @@ void test_crop_taps() {
     for (int out : {1, 3, 59, 97, 512}) {
       for (int start : {0, 5}) {
         for (bool align : {false, true}) {
-          const lse::CropAxis a = lse::make_crop_axis(float(start), float(start + in), out, start + in + 3, align);
+          const lse::ResampleAxis a = lse::make_resample_axis(float(start), float(start + in), out, start + in + 3, align);
           for (int d = 0; d < out; ++d) {
             double src = align ? (out > 1 ? d * double(in - 1) / (out - 1) : 0.0) : (d + 0.5) * in / out - 0.5;
             src = std::max(src, 0.0);

@@ -1,11 +1,11 @@
-// Torch-free CPU kernels of the crop ops (crop_resize forward and backward,
-// crop_pseudo_labels). The torch glue validates boxes, allocates outputs and
-// splits the work units across threads; every unit writes disjoint output.
+// Torch-free CPU kernels of crop_resize (forward and backward). The torch
+// glue validates boxes, allocates outputs and splits the work units across
+// threads; every unit writes disjoint output.
 #pragma once
 
 #include <cstdint>
 
-#include "core/crop_math.h"
+#include "core/resample.h"
 #include "core/platform.h"
 
 namespace lse::cpu {
@@ -48,25 +48,5 @@ void crop_resize_backward_cpu(const T* grad_out, const CropImage& g, int64_t oh,
                               bool nearest, const AxisTaps& rows, const AxisTaps& cols,
                               const int64_t* order, const int64_t* first, A* grad_in,
                               int64_t begin, int64_t end);
-
-// crop_pseudo_labels from probabilities [N, C, h, w] (contiguous float32)
-// given for images of H x W pixels.
-struct PseudoLabelArgs {
-  const float* probs = nullptr;
-  int64_t n = 0, c = 0, h = 0, w = 0;
-  int64_t image_h = 0, image_w = 0;
-  CropBoxes boxes;
-  int64_t oh = 0, ow = 0;
-  const float* thresholds = nullptr;  // [C]
-  uint8_t ignore_index = 255;
-  uint8_t* out = nullptr;  // [K, oh, ow]
-};
-
-// Output rows are processed in blocks of kPseudoLabelRows; a work unit is
-// (box, block): u in [0, K * pseudo_label_blocks(oh)).
-constexpr int64_t kPseudoLabelRows = 32;
-inline int64_t pseudo_label_blocks(int64_t oh) { return (oh + kPseudoLabelRows - 1) / kPseudoLabelRows; }
-
-void crop_pseudo_labels_cpu(const PseudoLabelArgs& args, int64_t begin, int64_t end);
 
 }  // namespace lse::cpu

@@ -1,13 +1,13 @@
 // CUDA implementation of lse_fast::score: device guard, stream and output
-// allocation around the torch-free launcher in csrc/cuda/score_cuda.cu.
+// allocation around the torch-free launcher in csrc/cuda/score_cuda_kernel.cu.
 // Built only against a CUDA-enabled torch.
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "cuda/score_cuda.h"
-#include "torch/score_common.h"
-#include "torch/tensor_utils.h"
+#include "cuda/score_cuda_kernel.h"
+#include "torch/score_op.h"
+#include "torch/tensor_views.h"
 
 namespace lse::torch_ops {
 namespace {

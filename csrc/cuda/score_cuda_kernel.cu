@@ -1,6 +1,6 @@
 // CUDA kernel of the fused scoring op. Same per-pixel math as the CPU kernel
 // (core/score_math.h), read directly or through the bilinear upsampling taps
-// (core/crop_math.h) for score_upsampled.
+// (core/resample.h) for score_upsampled.
 //
 // Layout: thread i of a block handles pixels base + k * kThreads + i for
 // k < kPixelsPerThread, so a warp reads 32 consecutive pixels of one class
@@ -8,9 +8,10 @@
 // (one warp-wide atomic when all 32 lanes predict the same class, which is
 // the common case in segmentation maps, else one atomic per lane) and each
 // block adds its C sums to global memory once, in double.
-#include "cuda/score_cuda.h"
+#include "cuda/score_cuda_kernel.h"
 
-#include "core/crop_math.h"
+#include "core/dispatch.h"
+#include "core/resample.h"
 #include "core/score_math.h"
 
 namespace lse::cuda {
@@ -103,7 +104,7 @@ __global__ void __launch_bounds__(kThreads)
       int cls = -1;
       float conf = 0.0f, ent = 0.0f;
       if (q < pixels) {
-        const ScoreResult r = score_finish(score_pixel<T, kUpsample>(image, g, up, q), inv_log_c);
+        const PixelScore r = score_finish(score_pixel<T, kUpsample>(image, g, up, q), inv_log_c);
         const int64_t out = n * pixels + q;
         confidence[out] = r.confidence;
         entropy[out] = r.entropy;
@@ -203,12 +204,11 @@ cudaError_t score_cuda_launch(const ScoreCudaArgs& args, cudaStream_t stream) {
   if (g.c < 1 || g.c > kScoreMaxClasses || g.n * g.rows * g.cols <= 0) return cudaErrorInvalidValue;
   const cudaError_t err = cudaMemsetAsync(args.workspace.pixels, 0, score_workspace_bytes(g.n, g.c), stream);
   if (err != cudaSuccess) return err;
-  switch (args.kind) {
-    case FloatKind::Float32: return launch<float>(args, stream);
-    case FloatKind::Float16: return launch<half_t>(args, stream);
-    case FloatKind::BFloat16: return launch<bfloat16_t>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  if (args.kind == FloatKind::Float64) return cudaErrorInvalidValue;  // the op takes 16/32-bit logits
+  // FloatKind's first three types (Float64 is excluded above).
+  return dispatch_type<float, half_t, bfloat16_t>(static_cast<int>(args.kind), [&](auto tag) {
+    return launch<typename decltype(tag)::type>(args, stream);
+  });
 }
 
 }  // namespace lse::cuda

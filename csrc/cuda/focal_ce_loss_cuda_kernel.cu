@@ -3,10 +3,11 @@
 // consecutive pixels of a class plane (coalesced for NCHW) and write the
 // gradient in NCHW order. Loss sums are reduced per block (warp shuffles,
 // then shared memory) and added to global memory with one atomic per block.
-#include "cuda/focal_ce_cuda.h"
+#include "cuda/focal_ce_loss_cuda_kernel.h"
 
 #include <type_traits>
 
+#include "core/dispatch.h"
 #include "core/focal_math.h"
 
 namespace lse::cuda {
@@ -122,12 +123,6 @@ cudaError_t loss_launch(const FocalCudaArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <typename T>
-cudaError_t loss_launch_target(const FocalCudaArgs& a, cudaStream_t stream) {
-  return a.target_kind == TargetKind::UInt8 ? loss_launch<T, uint8_t>(a, stream)
-                                            : loss_launch<T, int64_t>(a, stream);
-}
-
 }  // namespace
 
 cudaError_t focal_ce_count_targets_launch(const void* target, TargetKind kind, int64_t pixels,
@@ -138,11 +133,11 @@ cudaError_t focal_ce_count_targets_launch(const void* target, TargetKind kind, i
   cudaError_t err = cudaMemsetAsync(valid, 0, sizeof(unsigned long long), stream);
   if (err == cudaSuccess) err = cudaMemsetAsync(first_bad, 0xff, sizeof(unsigned long long), stream);
   if (err != cudaSuccess) return err;
-  return kind == TargetKind::UInt8
-             ? count_launch(static_cast<const uint8_t*>(target), pixels, ignore_index, num_classes,
-                            valid, first_bad, stream)
-             : count_launch(static_cast<const int64_t*>(target), pixels, ignore_index,
-                            num_classes, valid, first_bad, stream);
+  return dispatch_target(kind, [&](auto tag) {
+    using Tgt = typename decltype(tag)::type;
+    return count_launch(static_cast<const Tgt*>(target), pixels, ignore_index, num_classes, valid, first_bad,
+                        stream);
+  });
 }
 
 cudaError_t focal_ce_cuda_launch(const FocalCudaArgs& args, cudaStream_t stream) {
@@ -150,13 +145,11 @@ cudaError_t focal_ce_cuda_launch(const FocalCudaArgs& args, cudaStream_t stream)
   if (g.c < 1 || g.c > INT32_MAX || g.n * g.rows * g.cols <= 0) return cudaErrorInvalidValue;
   const cudaError_t err = cudaMemsetAsync(args.loss_sum, 0, sizeof(double), stream);
   if (err != cudaSuccess) return err;
-  switch (args.kind) {
-    case FloatKind::Float32: return loss_launch_target<float>(args, stream);
-    case FloatKind::Float16: return loss_launch_target<half_t>(args, stream);
-    case FloatKind::BFloat16: return loss_launch_target<bfloat16_t>(args, stream);
-    case FloatKind::Float64: return loss_launch_target<double>(args, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_float(args.kind, [&](auto tag) {
+    return dispatch_target(args.target_kind, [&](auto target_tag) {
+      return loss_launch<typename decltype(tag)::type, typename decltype(target_tag)::type>(args, stream);
+    });
+  });
 }
 
 }  // namespace lse::cuda

@@ -52,7 +52,7 @@ inline PixelGeometry upsampled_geometry(const UpsampledLogits& u) {
 }
 
 // Scores tiles [tile_begin, tile_end) of make_tiling(upsampled_geometry(u)):
-// per tile, the upsampled logits of its pixels (core/crop_math.h taps and
+// per tile, the upsampled logits of its pixels (core/resample.h taps and
 // bilinear_blend, in float) go through the same per-pixel math as score.
 template <typename T>
 void score_upsampled_cpu_tiles(const T* logits, const UpsampledLogits& u, int64_t tile_begin,

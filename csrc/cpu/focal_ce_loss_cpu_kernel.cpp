@@ -1,4 +1,4 @@
-#include "cpu/focal_ce_cpu.h"
+#include "cpu/focal_ce_loss_cpu_kernel.h"
 
 #include <type_traits>
 #include <vector>

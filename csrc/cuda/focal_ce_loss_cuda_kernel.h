@@ -5,12 +5,19 @@
 
 #include <cstdint>
 
+#include "core/dispatch.h"
 #include "core/geometry.h"
 #include "core/platform.h"
 
 namespace lse::cuda {
 
 enum class TargetKind : int { UInt8 = 0, Int64 = 1 };
+
+// f(Type<uint8_t>{}) or f(Type<int64_t>{}) (core/dispatch.h).
+template <typename F>
+decltype(auto) dispatch_target(TargetKind kind, F&& f) {
+  return dispatch_type<uint8_t, int64_t>(static_cast<int>(kind), std::forward<F>(f));
+}
 
 // Counts valid targets into *valid and stores the smallest flat index of a
 // target outside [0, C) that is not ignore_index into *first_bad (both set

@@ -1,13 +1,16 @@
-// CPU implementation of lse_fast::crop_resize, its backward and
-// lse_fast::crop_pseudo_labels: box checks, tap tables and torch threading
-// around the torch-free kernels in csrc/cpu/crop_resize_cpu.cpp.
+// lse_fast::crop_resize and crop_resize_backward: schemas, Meta kernels
+// (torch.compile) and the CPU implementation: tap tables and torch
+// threading around the torch-free kernels in csrc/cpu/crop_resize_cpu_kernel.cpp.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <vector>
 
-#include "torch/crop_common.h"
+#include "core/dispatch.h"
+#include "cpu/crop_resize_cpu_kernel.h"
+#include "torch/crop_resize_op.h"
 #include "torch/memory.h"
+#include "torch/tensor_views.h"
 
 namespace lse::torch_ops {
 namespace {
@@ -55,6 +58,20 @@ void nearest_kernel_impl(const void* in, const CropImage& g, const CropBoxes& bo
   });
 }
 
+at::Tensor crop_resize_meta(const at::Tensor& input, const at::Tensor& boxes, at::IntArrayRef size,
+                            int64_t mode, bool /*align_corners*/) {
+  check_crop_resize_input(input, mode);
+  const auto [oh, ow] = check_out_size("crop_resize", size, "size");
+  check_boxes_meta("crop_resize", boxes, input.device());
+  return at::empty_symint({boxes.sym_size(0), input.sym_size(1), oh, ow}, input.options());
+}
+
+at::Tensor crop_resize_backward_meta(const at::Tensor& grad, const at::Tensor& boxes, at::IntArrayRef input_size,
+                                     int64_t mode, bool /*align_corners*/) {
+  check_crop_backward_meta(grad, boxes, input_size, mode);
+  return at::empty(input_size, grad.options());
+}
+
 at::Tensor crop_resize_kernel(const at::Tensor& input, const at::Tensor& boxes, at::IntArrayRef size,
                               int64_t mode_code, bool align_corners) {
   const CropMode mode = check_crop_resize_input(input, mode_code);
@@ -71,29 +88,15 @@ at::Tensor crop_resize_kernel(const at::Tensor& input, const at::Tensor& boxes, 
   const CropBoxes bx{host_boxes.const_data_ptr<float>(), k};
   const TapTables taps = make_taps(bx, g, oh, ow, mode, align_corners);
   if (mode == CropMode::Nearest) {
-    switch (input.element_size()) {
-      case 1: nearest_kernel_impl<uint8_t>(input.const_data_ptr(), g, bx, oh, ow, taps, out.data_ptr()); break;
-      case 2: nearest_kernel_impl<uint16_t>(input.const_data_ptr(), g, bx, oh, ow, taps, out.data_ptr()); break;
-      case 4: nearest_kernel_impl<uint32_t>(input.const_data_ptr(), g, bx, oh, ow, taps, out.data_ptr()); break;
-      default: nearest_kernel_impl<uint64_t>(input.const_data_ptr(), g, bx, oh, ow, taps, out.data_ptr()); break;
-    }
-    return out;
-  }
-  switch (input.scalar_type()) {
-    case at::kFloat:
-      bilinear_kernel_impl(input.const_data_ptr<float>(), g, bx, oh, ow, taps, out.data_ptr<float>());
-      break;
-    case at::kDouble:
-      bilinear_kernel_impl(input.const_data_ptr<double>(), g, bx, oh, ow, taps, out.data_ptr<double>());
-      break;
-    case at::kHalf:
-      bilinear_kernel_impl(reinterpret_cast<const half_t*>(input.const_data_ptr()), g, bx, oh, ow, taps,
-                           reinterpret_cast<half_t*>(out.data_ptr()));
-      break;
-    default:
-      bilinear_kernel_impl(reinterpret_cast<const bfloat16_t*>(input.const_data_ptr()), g, bx, oh, ow,
-                           taps, reinterpret_cast<bfloat16_t*>(out.data_ptr()));
-      break;
+    dispatch_bits(static_cast<int>(input.element_size()), [&](auto tag) {
+      nearest_kernel_impl<typename decltype(tag)::type>(input.const_data_ptr(), g, bx, oh, ow, taps, out.data_ptr());
+    });
+  } else {
+    dispatch_float(float_kind(input.scalar_type()), [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      bilinear_kernel_impl(static_cast<const T*>(input.const_data_ptr()), g, bx, oh, ow, taps,
+                           static_cast<T*>(out.data_ptr()));
+    });
   }
   return out;
 }
@@ -132,60 +135,41 @@ at::Tensor crop_resize_backward_kernel(const at::Tensor& grad, const at::Tensor&
   std::vector<int64_t> fill(first.begin(), first.end() - 1);
   for (int64_t i = 0; i < k; ++i) order[fill[bx.image(i)]++] = i;
 
-  switch (dt) {
-    case at::kFloat:
-      backward_kernel_impl(go.const_data_ptr<float>(), g, oh, ow, mode, taps, order, first, grad_in.data_ptr<float>());
-      break;
-    case at::kDouble:
-      backward_kernel_impl(go.const_data_ptr<double>(), g, oh, ow, mode, taps, order, first, grad_in.data_ptr<double>());
-      break;
-    case at::kHalf:
-      backward_kernel_impl(reinterpret_cast<const half_t*>(go.const_data_ptr()), g, oh, ow, mode, taps, order, first,
-                           grad_in.data_ptr<float>());
-      break;
-    default:
-      backward_kernel_impl(reinterpret_cast<const bfloat16_t*>(go.const_data_ptr()), g, oh, ow, mode, taps, order,
-                           first, grad_in.data_ptr<float>());
-      break;
-  }
-  return grad_in.scalar_type() == dt ? grad_in : grad_in.to(dt);
-}
-
-at::Tensor crop_pseudo_labels_kernel(const at::Tensor& probs, const at::Tensor& boxes, at::IntArrayRef size,
-                                     const at::Tensor& thresholds, at::IntArrayRef image_size,
-                                     int64_t ignore_index) {
-  const PseudoLabelCall call =
-      check_crop_pseudo_labels_call(probs, boxes, size, thresholds, image_size, ignore_index, at::kCPU);
-  LSE_CHECK_CPU_ISA("crop_pseudo_labels");
-  const at::Tensor& host_boxes = call.host_boxes;
-  const int64_t k = host_boxes.size(0), oh = call.oh, ow = call.ow, H = call.image_h, W = call.image_w;
-  at::Tensor out = empty_for_overwrite({k, oh, ow}, probs.options().dtype(at::kByte));
-  if (out.numel() == 0) return out;
-
-  const at::Tensor p = probs.to(at::kFloat).contiguous();
-  const at::Tensor thr = thresholds.to(at::kCPU).contiguous();
-  cpu::PseudoLabelArgs args;
-  args.probs = p.const_data_ptr<float>();
-  args.n = p.size(0), args.c = p.size(1), args.h = p.size(2), args.w = p.size(3);
-  args.image_h = H, args.image_w = W;
-  args.boxes = {host_boxes.const_data_ptr<float>(), k};
-  args.oh = oh, args.ow = ow;
-  args.thresholds = thr.const_data_ptr<float>();
-  args.ignore_index = static_cast<uint8_t>(ignore_index);
-  args.out = out.data_ptr<uint8_t>();
-  // Row blocks per task: about 64K class values (small inputs run inline).
-  const int64_t grain = std::max<int64_t>(1, 65536 / (cpu::kPseudoLabelRows * ow * args.c));
-  at::parallel_for(0, k * cpu::pseudo_label_blocks(oh), grain, [&](int64_t begin, int64_t end) {
-    cpu::crop_pseudo_labels_cpu(args, begin, end);
+  dispatch_float(float_kind(dt), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    backward_kernel_impl(static_cast<const T*>(go.const_data_ptr()), g, oh, ow, mode, taps, order, first,
+                         grad_in.data_ptr<acc_t<T>>());
   });
-  return out;
+  return grad_in.scalar_type() == dt ? grad_in : grad_in.to(dt);
 }
 
 }  // namespace
 }  // namespace lse::torch_ops
 
+TORCH_LIBRARY_FRAGMENT(lse_fast, m) {
+  // mode: 0 bilinear, 1 nearest ("nearest-exact"). boxes float32 [K, 5] on
+  // the CPU or the input's device; output [K, C, oh, ow] contiguous.
+  m.def("crop_resize(Tensor input, Tensor boxes, int[2] size, int mode, bool align_corners) -> Tensor");
+  // Gradient w.r.t. crop_resize's input: [N, C, H, W] contiguous, grad's dtype.
+  m.def(
+      "crop_resize_backward(Tensor grad, Tensor boxes, int[4] input_size, int mode, "
+      "bool align_corners) -> Tensor");
+  // Meta-only twins (see lse_fast/ops/crop_resize.py): the fakes call them
+  // with the boxes on the input's device.
+  m.def("crop_resize_meta(Tensor input, Tensor boxes, int[2] size, int mode, bool align_corners) -> Tensor");
+  m.def(
+      "crop_resize_backward_meta(Tensor grad, Tensor boxes, int[4] input_size, int mode, "
+      "bool align_corners) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(lse_fast, Meta, m) {
+  m.impl("crop_resize", &lse::torch_ops::crop_resize_meta);
+  m.impl("crop_resize_backward", &lse::torch_ops::crop_resize_backward_meta);
+  m.impl("crop_resize_meta", &lse::torch_ops::crop_resize_meta);
+  m.impl("crop_resize_backward_meta", &lse::torch_ops::crop_resize_backward_meta);
+}
+
 TORCH_LIBRARY_IMPL(lse_fast, CPU, m) {
   m.impl("crop_resize", &lse::torch_ops::crop_resize_kernel);
   m.impl("crop_resize_backward", &lse::torch_ops::crop_resize_backward_kernel);
-  m.impl("crop_pseudo_labels", &lse::torch_ops::crop_pseudo_labels_kernel);
 }

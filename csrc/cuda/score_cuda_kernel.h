@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "core/crop_math.h"
+#include "core/resample.h"
 #include "core/geometry.h"
 #include "core/platform.h"
 
@@ -15,9 +15,9 @@ namespace lse::cuda {
 constexpr int64_t kScoreMaxClasses = 4096;
 
 // Scoring the bilinear (align_corners=False) upsampling of [N, C, h, w]
-// logits: the taps of each output pixel come from core/crop_math.h.
+// logits: the taps of each output pixel come from core/resample.h.
 struct ScoreUpsample {
-  CropAxis y, x;              // upsample_axis(h, H), upsample_axis(w, W)
+  ResampleAxis y, x;              // upsample_axis(h, H), upsample_axis(w, W)
   int64_t stride_h, stride_w;  // element strides of the low-resolution logits
 };
 

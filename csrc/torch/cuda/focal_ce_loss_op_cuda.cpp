@@ -1,15 +1,15 @@
 // CUDA implementation of lse_fast::focal_ce_loss: device guard, stream,
 // outputs and the target check around the torch-free launchers in
-// csrc/cuda/focal_ce_cuda.cu. Built only against a CUDA-enabled torch.
+// csrc/cuda/focal_ce_loss_cuda_kernel.cu. Built only against a CUDA-enabled torch.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <limits>
 
-#include "cuda/focal_ce_cuda.h"
-#include "torch/focal_ce_common.h"
-#include "torch/tensor_utils.h"
+#include "cuda/focal_ce_loss_cuda_kernel.h"
+#include "torch/focal_ce_loss_op.h"
+#include "torch/tensor_views.h"
 
 namespace lse::torch_ops {
 namespace {
@@ -23,7 +23,7 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cuda_kernel(const at::Tensor& logits
   LSE_CHECK_DEVICE("focal_ce_loss", logits, at::kCUDA);
   const c10::cuda::CUDAGuard guard(logits.device());
   const at::Tensor target = target_in.contiguous();
-  if (logits.numel() == 0) return empty_focal_ce_result(logits, target, reduction, compute_grad);
+  if (logits.numel() == 0) return focal_ce_outputs(logits, reduction, compute_grad, /*zeroed=*/true);
   const auto loss_opts = focal_loss_options(logits);
   at::Tensor grad = compute_grad ? at::empty(logits.sizes(), logits.options()) : at::empty({0}, logits.options());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();

@@ -1,14 +1,16 @@
-// CPU implementation of lse_fast::focal_ce_loss: torch threading over the
-// torch-free kernel in csrc/cpu/focal_ce_cpu.cpp.
+// lse_fast::focal_ce_loss: schema, Meta kernel (torch.compile) and the CPU
+// implementation, torch threading over the torch-free kernel in
+// csrc/cpu/focal_ce_loss_cpu_kernel.cpp.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <vector>
 
-#include "cpu/focal_ce_cpu.h"
-#include "torch/focal_ce_common.h"
+#include "core/dispatch.h"
+#include "cpu/focal_ce_loss_cpu_kernel.h"
+#include "torch/focal_ce_loss_op.h"
 #include "torch/memory.h"
-#include "torch/tensor_utils.h"
+#include "torch/tensor_views.h"
 
 namespace lse::torch_ops {
 namespace {
@@ -76,17 +78,12 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel_impl(const at::Tensor& lo
   return {at::scalar_tensor(total, loss_opts), grad};
 }
 
-template <typename T>
-std::tuple<at::Tensor, at::Tensor> dispatch_target(const at::Tensor& logits, const at::Tensor& target,
-                                                   double gamma, double beta, int64_t ignore_index,
-                                                   Reduction reduction, bool compute_grad,
-                                                   bool check_targets) {
-  if (target.scalar_type() == at::kByte) {
-    return focal_ce_cpu_kernel_impl<T, uint8_t>(logits, target, gamma, beta, ignore_index,
-                                                reduction, compute_grad, check_targets);
-  }
-  return focal_ce_cpu_kernel_impl<T, int64_t>(logits, target, gamma, beta, ignore_index,
-                                              reduction, compute_grad, check_targets);
+std::tuple<at::Tensor, at::Tensor> focal_ce_meta(const at::Tensor& logits, const at::Tensor& target,
+                                                 double gamma, double /*beta*/, int64_t /*ignore_index*/,
+                                                 int64_t reduction_code, bool compute_grad,
+                                                 bool /*check_targets*/) {
+  const Reduction reduction = check_focal_ce_input(logits, target, gamma, reduction_code);
+  return focal_ce_outputs(logits, reduction, compute_grad, /*zeroed=*/false);
 }
 
 std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel(const at::Tensor& logits,
@@ -98,21 +95,32 @@ std::tuple<at::Tensor, at::Tensor> focal_ce_cpu_kernel(const at::Tensor& logits,
   LSE_CHECK_DEVICE("focal_ce_loss", logits, at::kCPU);
   LSE_CHECK_CPU_ISA("focal_ce_loss");
   const at::Tensor target = target_in.contiguous();
-  if (logits.numel() == 0) return empty_focal_ce_result(logits, target, reduction, compute_grad);
-  switch (logits.scalar_type()) {
-    case at::kFloat:
-      return dispatch_target<float>(logits, target, gamma, beta, ignore_index, reduction, compute_grad, check_targets);
-    case at::kHalf:
-      return dispatch_target<half_t>(logits, target, gamma, beta, ignore_index, reduction, compute_grad, check_targets);
-    case at::kBFloat16:
-      return dispatch_target<bfloat16_t>(logits, target, gamma, beta, ignore_index, reduction, compute_grad, check_targets);
-    default:
-      return dispatch_target<double>(logits, target, gamma, beta, ignore_index, reduction, compute_grad, check_targets);
-  }
+  if (logits.numel() == 0) return focal_ce_outputs(logits, reduction, compute_grad, /*zeroed=*/true);
+  return dispatch_float(float_kind(logits.scalar_type()), [&](auto tag) {
+    return dispatch_type<uint8_t, int64_t>(target.scalar_type() == at::kByte ? 0 : 1, [&](auto target_tag) {
+      return focal_ce_cpu_kernel_impl<typename decltype(tag)::type, typename decltype(target_tag)::type>(
+          logits, target, gamma, beta, ignore_index, reduction, compute_grad, check_targets);
+    });
+  });
 }
 
 }  // namespace
 }  // namespace lse::torch_ops
+
+TORCH_LIBRARY_FRAGMENT(lse_fast, m) {
+  // reduction: 0 none, 1 mean, 2 sum. grad_logits is dloss/dlogits (scaled
+  // for the reduction), computed in the same pass; empty when compute_grad
+  // is false. check_targets=false skips the report of a target outside
+  // [0, C) that is not ignore_index (such pixels count as ignored) and with
+  // it the CUDA host synchronisation.
+  m.def(
+      "focal_ce_loss(Tensor logits, Tensor target, float gamma, float beta, int ignore_index, "
+      "int reduction, bool compute_grad, bool check_targets=True) -> (Tensor loss, Tensor grad_logits)");
+}
+
+TORCH_LIBRARY_IMPL(lse_fast, Meta, m) {
+  m.impl("focal_ce_loss", &lse::torch_ops::focal_ce_meta);
+}
 
 TORCH_LIBRARY_IMPL(lse_fast, CPU, m) {
   m.impl("focal_ce_loss", &lse::torch_ops::focal_ce_cpu_kernel);

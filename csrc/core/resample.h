@@ -17,7 +17,7 @@
 
 namespace lse {
 
-struct CropAxis {
+struct ResampleAxis {
   int64_t lo = 0;      // floor(start): input index of the box's first pixel
   int64_t hi = 0;      // last input index a tap may read
   float frac = 0.0f;   // start - lo, in [0, 1)
@@ -26,9 +26,9 @@ struct CropAxis {
 };
 
 // Requires 0 <= start < end <= limit and out_size >= 1 (the glue checks boxes).
-LSE_HD CropAxis make_crop_axis(float start, float end, int64_t out_size, int64_t limit,
+LSE_HD ResampleAxis make_resample_axis(float start, float end, int64_t out_size, int64_t limit,
                                bool align_corners) {
-  CropAxis a;
+  ResampleAxis a;
   const float lo = floorf(start);
   a.lo = static_cast<int64_t>(lo);
   a.frac = start - lo;
@@ -48,8 +48,8 @@ LSE_HD CropAxis make_crop_axis(float start, float end, int64_t out_size, int64_t
 // The axis of a bilinear (align_corners=False) upsampling of `in` pixels to
 // `out`: linear_tap on it gives exactly F.interpolate's taps (the whole map
 // is a box [0, in)). Used by crop_pseudo_labels and the upsampled score.
-LSE_HD CropAxis upsample_axis(int64_t in, int64_t out) {
-  return make_crop_axis(0.0f, static_cast<float>(in), out, in, false);
+LSE_HD ResampleAxis upsample_axis(int64_t in, int64_t out) {
+  return make_resample_axis(0.0f, static_cast<float>(in), out, in, false);
 }
 
 // Two neighbouring input indices and the weight of the second.
@@ -58,7 +58,7 @@ struct LinearTap {
   float l1 = 0.0f;  // weight of i1; i0 has 1 - l1
 };
 
-LSE_HD LinearTap linear_tap(const CropAxis& a, int64_t dst) {
+LSE_HD LinearTap linear_tap(const ResampleAxis& a, int64_t dst) {
   const float d = static_cast<float>(dst);
   float src = a.align_corners ? a.scale * d : a.scale * (d + 0.5f) - 0.5f;
   src = src < 0.0f ? 0.0f : src;
@@ -93,7 +93,7 @@ LSE_HD float four_tap_sum(const float* w, float a, float b, float c, float d) {
 
 // "nearest-exact": floor((dst + 0.5) * scale), the product taken in double
 // and rounded to float as PyTorch's kernels do.
-LSE_HD int64_t nearest_tap(const CropAxis& a, int64_t dst) {
+LSE_HD int64_t nearest_tap(const ResampleAxis& a, int64_t dst) {
   const float rel = static_cast<float>((static_cast<double>(dst) + 0.5) * static_cast<double>(a.scale));
   const int64_t i = a.lo + static_cast<int64_t>(floorf(a.frac + rel));
   return i < a.hi ? i : a.hi;
@@ -137,11 +137,11 @@ struct CropBoxes {
   const float* data = nullptr;
   int64_t k = 0;
   LSE_HD int64_t image(int64_t i) const { return static_cast<int64_t>(data[5 * i]); }
-  LSE_HD CropAxis x_axis(int64_t i, int64_t out, int64_t limit, bool align) const {
-    return make_crop_axis(data[5 * i + 1], data[5 * i + 3], out, limit, align);
+  LSE_HD ResampleAxis x_axis(int64_t i, int64_t out, int64_t limit, bool align) const {
+    return make_resample_axis(data[5 * i + 1], data[5 * i + 3], out, limit, align);
   }
-  LSE_HD CropAxis y_axis(int64_t i, int64_t out, int64_t limit, bool align) const {
-    return make_crop_axis(data[5 * i + 2], data[5 * i + 4], out, limit, align);
+  LSE_HD ResampleAxis y_axis(int64_t i, int64_t out, int64_t limit, bool align) const {
+    return make_resample_axis(data[5 * i + 2], data[5 * i + 4], out, limit, align);
   }
 };
 

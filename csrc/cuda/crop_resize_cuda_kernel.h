@@ -1,4 +1,4 @@
-// Torch-free CUDA launchers of the crop ops. Boxes are float32 [K, 5] in
+// Torch-free CUDA launchers of crop_resize and its backward. Boxes are float32 [K, 5] in
 // device memory, already validated by the glue.
 #pragma once
 
@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "core/crop_math.h"
+#include "core/resample.h"
 #include "core/platform.h"
 
 namespace lse::cuda {
@@ -28,12 +28,5 @@ cudaError_t crop_nearest_launch(const void* input, int element_size, const CropI
 cudaError_t crop_backward_launch(const void* grad_out, FloatKind kind, const CropImage& grad_in_geometry,
                                  const float* boxes, int64_t k, int64_t oh, int64_t ow, bool nearest,
                                  bool align_corners, void* grad_in, cudaStream_t stream);
-
-// Pseudo-labels [K, oh, ow] uint8 from contiguous float32 probs [N, C, h, w]
-// of images of image_h x image_w pixels; thresholds float32 [C] on the device.
-cudaError_t crop_pseudo_labels_launch(const float* probs, int64_t n, int64_t c, int64_t h, int64_t w,
-                                      int64_t image_h, int64_t image_w, const float* boxes, int64_t k,
-                                      int64_t oh, int64_t ow, const float* thresholds,
-                                      uint8_t ignore_index, uint8_t* out, cudaStream_t stream);
 
 }  // namespace lse::cuda

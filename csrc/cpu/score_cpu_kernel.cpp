@@ -1,10 +1,10 @@
-#include "cpu/score_cpu.h"
+#include "cpu/score_cpu_kernel.h"
 
 #include <cmath>
 #include <type_traits>
 #include <vector>
 
-#include "core/crop_math.h"
+#include "core/resample.h"
 #include "core/score_math.h"
 #include "cpu/isa.h"
 
@@ -41,7 +41,7 @@ LSE_HD void score_tile_planes_body(const float* planes, int64_t plane_stride, in
     }
   }
   for (int64_t p = 0; p < len; ++p) {
-    const ScoreResult r = score_finish(ScoreAcc{m[p], s[p], t[p], a[p]}, inv_log_c);
+    const PixelScore r = score_finish(ScoreAcc{m[p], s[p], t[p], a[p]}, inv_log_c);
     conf[p] = r.confidence;
     ent[p] = r.entropy;
     label[p] = r.label;
@@ -116,7 +116,7 @@ void score_upsampled_cpu_tiles(const T* logits, const UpsampledLogits& u, int64_
   const PixelGeometry g = upsampled_geometry(u);
   const Tiling tiling = make_tiling(g);
   const float inv_log_c = g.c > 1 ? static_cast<float>(1.0 / std::log(static_cast<double>(g.c))) : 0.0f;
-  const CropAxis ay = upsample_axis(u.h, u.out_h), ax = upsample_axis(u.w, u.out_w);
+  const ResampleAxis ay = upsample_axis(u.h, u.out_h), ax = upsample_axis(u.w, u.out_w);
   std::vector<int64_t> x0(static_cast<size_t>(u.out_w)), x1(static_cast<size_t>(u.out_w));
   std::vector<float> lx(static_cast<size_t>(u.out_w));
   for (int64_t x = 0; x < u.out_w; ++x) {

@@ -1,11 +1,13 @@
-// CPU implementation of lse_fast::score: torch threading over the tiles of
-// the torch-free kernel in csrc/cpu/score_cpu.cpp.
+// lse_fast::score and lse_fast::score_upsampled: schemas, Meta kernels
+// (torch.compile) and the CPU implementation, torch threading over the
+// tiles of the torch-free kernel in csrc/cpu/score_cpu_kernel.cpp.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "cpu/score_cpu.h"
-#include "torch/score_common.h"
-#include "torch/tensor_utils.h"
+#include "core/dispatch.h"
+#include "cpu/score_cpu_kernel.h"
+#include "torch/score_op.h"
+#include "torch/tensor_views.h"
 
 namespace lse::torch_ops {
 namespace {
@@ -31,54 +33,41 @@ void score_tiles(const PixelGeometry& g, at::Tensor& class_pixels, at::Tensor& c
                         class_confidence.data_ptr<float>(), class_entropy.data_ptr<float>());
 }
 
-template <typename T>
-void score_cpu_kernel_impl(const T* logits, const PixelGeometry& g, const cpu::ScoreOutputs& out,
-                           at::Tensor& class_pixels, at::Tensor& class_confidence,
-                           at::Tensor& class_entropy) {
-  score_tiles(g, class_pixels, class_confidence, class_entropy,
-              [&](int64_t begin, int64_t end, const cpu::ScorePartials& partials) {
-                cpu::score_cpu_tiles(logits, g, begin, end, out, partials);
-              });
+ScoreTuple score_meta(const at::Tensor& logits) {
+  check_score_input(logits);
+  return allocate_score_outputs(logits, logits.sym_size(2), logits.sym_size(3));
 }
 
-template <typename T>
-void score_upsampled_impl(const T* logits, const cpu::UpsampledLogits& u, const cpu::ScoreOutputs& out,
-                          at::Tensor& class_pixels, at::Tensor& class_confidence,
-                          at::Tensor& class_entropy) {
-  score_tiles(cpu::upsampled_geometry(u), class_pixels, class_confidence, class_entropy,
-              [&](int64_t begin, int64_t end, const cpu::ScorePartials& partials) {
-                cpu::score_upsampled_cpu_tiles(logits, u, begin, end, out, partials);
-              });
+ScoreTuple score_upsampled_meta(const at::Tensor& logits, at::IntArrayRef size) {
+  const auto [out_h, out_w] = check_score_upsampled_input(logits, size);
+  return allocate_score_outputs(logits, out_h, out_w);
+}
+
+// The 16/32-bit FloatKinds score takes (float64 is rejected by its checks).
+template <typename F>
+void dispatch_score_dtype(const at::Tensor& logits, F&& f) {
+  dispatch_type<float, half_t, bfloat16_t>(static_cast<int>(float_kind(logits.scalar_type())), f);
 }
 
 ScoreTuple score_cpu_kernel(const at::Tensor& logits) {
   check_score_input(logits);
   LSE_CHECK_DEVICE("score", logits, at::kCPU);
   LSE_CHECK_CPU_ISA("score");
-  ScoreTuple result = allocate_score_outputs(logits);
+  ScoreTuple result = allocate_score_outputs(logits, logits.size(2), logits.size(3));
   auto& [confidence, label, entropy, class_pixels, class_confidence, class_entropy] = result;
   if (logits.numel() == 0) return result;
 
   const PixelGeometry g = pixel_geometry(logits);
   const cpu::ScoreOutputs out{confidence.data_ptr<float>(), label.data_ptr<int64_t>(),
                               entropy.data_ptr<float>()};
-  switch (float_kind(logits.scalar_type())) {
-    case FloatKind::Float32:
-      score_cpu_kernel_impl(logits.const_data_ptr<float>(), g, out, class_pixels,
-                            class_confidence, class_entropy);
-      break;
-    case FloatKind::Float16:
-      score_cpu_kernel_impl(reinterpret_cast<const half_t*>(logits.const_data_ptr<at::Half>()),
-                            g, out, class_pixels, class_confidence, class_entropy);
-      break;
-    case FloatKind::Float64:  // rejected by check_score_input
-      break;
-    case FloatKind::BFloat16:
-      score_cpu_kernel_impl(
-          reinterpret_cast<const bfloat16_t*>(logits.const_data_ptr<at::BFloat16>()), g, out,
-          class_pixels, class_confidence, class_entropy);
-      break;
-  }
+  dispatch_score_dtype(logits, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    score_tiles(g, class_pixels, class_confidence, class_entropy,
+                [&](int64_t begin, int64_t end, const cpu::ScorePartials& partials) {
+                  cpu::score_cpu_tiles(static_cast<const T*>(logits.const_data_ptr()), g, begin, end, out,
+                                       partials);
+                });
+  });
   return result;
 }
 
@@ -97,24 +86,35 @@ ScoreTuple score_upsampled_cpu_kernel(const at::Tensor& logits, at::IntArrayRef 
   u.out_h = out_h, u.out_w = out_w;
   const cpu::ScoreOutputs out{confidence.data_ptr<float>(), label.data_ptr<int64_t>(),
                               entropy.data_ptr<float>()};
-  switch (logits.scalar_type()) {
-    case at::kFloat:
-      score_upsampled_impl(logits.const_data_ptr<float>(), u, out, class_pixels, class_confidence, class_entropy);
-      break;
-    case at::kHalf:
-      score_upsampled_impl(reinterpret_cast<const half_t*>(logits.const_data_ptr()), u, out, class_pixels,
-                           class_confidence, class_entropy);
-      break;
-    default:
-      score_upsampled_impl(reinterpret_cast<const bfloat16_t*>(logits.const_data_ptr()), u, out, class_pixels,
-                           class_confidence, class_entropy);
-      break;
-  }
+  dispatch_score_dtype(logits, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    score_tiles(cpu::upsampled_geometry(u), class_pixels, class_confidence, class_entropy,
+                [&](int64_t begin, int64_t end, const cpu::ScorePartials& partials) {
+                  cpu::score_upsampled_cpu_tiles(static_cast<const T*>(logits.const_data_ptr()), u, begin, end,
+                                                 out, partials);
+                });
+  });
   return result;
 }
 
 }  // namespace
 }  // namespace lse::torch_ops
+
+TORCH_LIBRARY_FRAGMENT(lse_fast, m) {
+  m.def(
+      "score(Tensor logits) -> (Tensor confidence, Tensor label, Tensor entropy, "
+      "Tensor class_pixels, Tensor class_confidence, Tensor class_entropy)");
+  // score of the bilinear (align_corners=False) upsampling of the logits to
+  // `size`, computed from the low-resolution logits without materialising it.
+  m.def(
+      "score_upsampled(Tensor logits, int[2] size) -> (Tensor confidence, Tensor label, "
+      "Tensor entropy, Tensor class_pixels, Tensor class_confidence, Tensor class_entropy)");
+}
+
+TORCH_LIBRARY_IMPL(lse_fast, Meta, m) {
+  m.impl("score", &lse::torch_ops::score_meta);
+  m.impl("score_upsampled", &lse::torch_ops::score_upsampled_meta);
+}
 
 TORCH_LIBRARY_IMPL(lse_fast, CPU, m) {
   m.impl("score", &lse::torch_ops::score_cpu_kernel);
