@@ -41,6 +41,19 @@ def test_paper_preset(tmp_path):
     assert set(PRESETS) >= {"synthetic", "paper-gta5-deeplab", "paper-synthia-deeplab"}
 
 
+def test_synthia_presets_are_sixteen_class_runs_on_synthia_sized_images():
+    """SYNTHIA -> Cityscapes is evaluated on 16 (and 13) classes (paper Table 2); the presets differ from the
+    GTA5 ones in exactly the class count and the source image size, and keep their model."""
+    for model, suffix in (("deeplab_v2_resnet101", "deeplab"), ("fcn8s_vgg16", "fcn8s")):
+        gta, syn = cfg(["--preset", f"paper-gta5-{suffix}"]), cfg(["--preset", f"paper-synthia-{suffix}"])
+        assert (gta.num_classes, syn.num_classes) == (19, 16)
+        assert syn.model == gta.model == model
+        assert syn.source_size == (760, 1280) and gta.source_size == (512, 1024)
+        assert syn.image_size == gta.image_size == (512, 1024)
+        differ = {k for k, v in syn.to_dict().items() if gta.to_dict()[k] != v}
+        assert differ == {"num_classes", "source_size"}
+
+
 def test_precedence_preset_yaml_cli(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("lr: 0.5\nimage-size: 64x128\nrounds: 3\nverify: true\n")

@@ -447,8 +447,4 @@ class Run:
             ) from None
 
 
-def config_from_run(path) -> dict:
-    return Run.load_config(path)
-
-
-__all__ = ["Run", "provenance", "config_from_run", "from_dict"]
+__all__ = ["Run", "provenance", "from_dict"]
