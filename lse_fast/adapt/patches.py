@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from lse_fast.adapt.context import IGNORE, Context, seed_for
+from lse_fast.adapt.context import Context, seed_for
 from lse_fast.adapt.scoring import ScoreResult, minmax_class_entropy, target_probs
+from lse_fast.data import IGNORE_INDEX
 from lse_fast.patches import random_boxes
 
 EXAMPLES = 4  # patches kept per round for the pseudo-label plot
@@ -32,7 +33,6 @@ class PatchPlan:
     size: tuple
     thresholds: torch.Tensor  # float32 [C], NaN replaced by -1 (keeps nothing)
     teacher: typing.Optional[torch.nn.Module] = None  # frozen copy of the scoring model when maps are recomputed
-    seconds: float = 0.0  # time in the patch ops (and drawing the boxes)
     examples: list = field(default_factory=list)  # (image patch, pseudo-label) pairs on the CPU
 
     @property
@@ -80,7 +80,7 @@ def pseudo_labels(ops, probs, boxes, size, thresholds, *, image_size, entropy_no
         crop_keep = ops.crop_resize(keep.unsqueeze(1), boxes, size).squeeze(1) > 0
     else:
         crop_keep = ops.crop_resize(keep.to(torch.uint8), boxes, size, mode="nearest").bool()
-    return torch.where(crop_keep, labels, torch.full_like(labels, IGNORE))
+    return torch.where(crop_keep, labels, torch.full_like(labels, IGNORE_INDEX))
 
 
 def make_patches(ctx: Context, plan: PatchPlan, scores: ScoreResult, batch):
@@ -102,10 +102,6 @@ def make_patches(ctx: Context, plan: PatchPlan, scores: ScoreResult, batch):
     patches = ctx.ops.crop_resize(x, local, size)
     labels = pseudo_labels(ctx.ops, probs, local, size, thresholds, image_size=size,
                            entropy_norm=cfg.entropy_norm, filter_interp=cfg.filter_interp)
-    if ctx.verifier is not None:
-        ctx.verifier.crop_resize(x, local, size, patches)
-        if cfg.entropy_norm == "log_c" and cfg.filter_interp == "nearest":
-            ctx.verifier.pseudo(probs, local, size, thresholds, size, labels)
     for j in range(min(EXAMPLES - len(plan.examples), patches.shape[0])):
         plan.examples.append((patches[j].detach().cpu(), labels[j].cpu()))
     return patches, labels
