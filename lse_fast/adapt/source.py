@@ -110,6 +110,13 @@ def color_augment(x, generator):
     return (x * (1 - sat) + gray * sat) * gain + shift
 
 
+def source_optimizer(cfg: AdaptConfig, model):
+    """The source stage's optimiser (the pretrain_* options): Adam for the
+    small model, the peers' SGD recipe with a faster head for the paper's."""
+    return make_optimizer(model, cfg.pretrain_optimizer, lr=cfg.pretrain_lr, momentum=cfg.pretrain_momentum,
+                          weight_decay=cfg.pretrain_weight_decay, head_lr_mult=cfg.pretrain_head_lr_mult)
+
+
 def source_checkpoint_path(ctx: Context):
     cfg = ctx.cfg
     name = cfg.model.replace(":", "_").replace("/", "_")
@@ -151,8 +158,7 @@ def pretrain_source(ctx: Context, model):
                         shard=True)
     batches = infinite(loader)
     aug_gen = torch.Generator().manual_seed(seed_for(cfg.seed, 0, 12))
-    opt = make_optimizer(model, cfg.pretrain_optimizer, lr=cfg.pretrain_lr, momentum=cfg.pretrain_momentum,
-                         weight_decay=cfg.pretrain_weight_decay, head_lr_mult=cfg.pretrain_head_lr_mult)
+    opt = source_optimizer(cfg, model)
     set_train_mode(model, freeze_bn=False)
     net = distributed.wrap(ctx, model)
 
