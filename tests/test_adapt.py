@@ -231,7 +231,7 @@ def test_freeze_bn_option_reaches_factories_that_take_it(monkeypatch):
     from lse_fast.adapt.config import AdaptConfig
 
     # a private copy of the registry, so the probe model leaks into no other test
-    monkeypatch.setattr(lse_fast.models, "_REGISTRY", dict(lse_fast.models._REGISTRY))
+    monkeypatch.setattr(lse_fast.models.registry, "_REGISTRY", dict(lse_fast.models.registry._REGISTRY))
 
     @lse_fast.models.register("test_freeze_bn_probe")
     def probe(num_classes=19, *, freeze_bn=True):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lse_fast.models import register
+from lse_fast.models.registry import register
 from lse_fast.models._record import LayoutRecord
 
 _AUX_NOTE = (

@@ -7,7 +7,7 @@ ordinary trainable BatchNorm (it trains from scratch). The default model of
 import torch.nn.functional as F
 from torch import nn
 
-from lse_fast.models import register
+from lse_fast.models.registry import register
 from lse_fast.models.deeplab import ASPPSum
 
 
