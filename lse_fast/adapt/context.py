@@ -324,7 +324,7 @@ def resolve_loader(kind: str) -> str:
 
 def warn_about_machine(cfg: AdaptConfig, device: torch.device) -> None:
     """Says once what an option will not do on this machine."""
-    if cfg.amp and device.type != "cuda":
+    if cfg.amp and amp_dtype(device, cfg.amp) is None:
         warnings.warn("lse_fast.adapt: --amp (bfloat16 autocast) applies on CUDA only; this run on the CPU "
                       "computes in float32", RuntimeWarning, stacklevel=2)
 
