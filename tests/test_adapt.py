@@ -15,7 +15,7 @@ from lse_fast import reference
 from lse_fast.adapt import cli, main
 from lse_fast.adapt import training as training_mod
 from lse_fast.adapt.context import Ops
-from lse_fast.adapt.verify import Verifier
+from lse_fast.adapt.verify import VerifyingOps
 from lse_fast.patches import random_boxes
 from lse_fast.selection import minmax_class_entropy, pseudo_labels
 
@@ -85,10 +85,10 @@ def test_resume_after_kill_gives_the_same_metrics(fused_run, cache, tmp_path, mo
     run_dir = tmp_path / "killed"
     real = training_mod.train_round
 
-    def killed_in_round_2(ctx, model, scores, selection, round_index, timer):
+    def killed_in_round_2(ctx, model, scores, selection, round_index):
         if round_index == 2:
             raise KeyboardInterrupt  # as a kill in the middle of round 2
-        return real(ctx, model, scores, selection, round_index, timer)
+        return real(ctx, model, scores, selection, round_index)
 
     monkeypatch.setattr(training_mod, "train_round", killed_in_round_2)
     assert cli(TINY + ["--cache-dir", cache, "--run-dir", str(run_dir)]) == 130
@@ -117,14 +117,59 @@ def test_verify_records_deviations(cache, tmp_path):
 
 
 def test_verify_fails_loudly_beyond_tolerance():
-    v = Verifier()
+    class Drifting:  # a fused op set whose score is off by 1e-3 in entropy
+        def score(self, logits, size=None):
+            s = lse_fast.ops.score(logits, size=size)
+            return s._replace(entropy=s.entropy + 1e-3)
+
     logits = torch.randn(1, 5, 8, 8)
-    s = lse_fast.ops.score(logits)
-    v.score(logits, s)  # agrees
-    bad = s._replace(entropy=s.entropy + 1e-3)
+    good = VerifyingOps()
+    assert torch.equal(good.score(logits).entropy, lse_fast.ops.score(logits).entropy)  # agrees, returns fused
+    v = VerifyingOps(fused=Drifting())
     with pytest.raises(RuntimeError, match="score deviates from the reference: entropy"):
-        v.score(logits, bad)
+        v.score(logits)
     assert v.max["score"]["entropy"] >= 1e-3
+
+
+def test_verify_is_an_op_set_no_step_names():
+    """--verify replaces the run's ops (the seam every step calls) and checks every op, also under the authors'
+    pseudo-label variants (which call crop_resize on a uint8 mask, nearest)."""
+    from lse_fast.adapt.config import AdaptConfig
+    from lse_fast.adapt.context import make_ops
+
+    assert isinstance(make_ops(AdaptConfig(verify=True)), VerifyingOps)
+    assert make_ops(AdaptConfig()).report() is None
+    v = VerifyingOps()
+    g = torch.Generator().manual_seed(3)
+    probs = torch.softmax(torch.randn(2, 5, 8, 16, generator=g) * 3, 1)
+    boxes = random_boxes(2, (32, 64), k=3, generator=g)
+    thr = torch.tensor([0.2, 0.5, -1.0, 0.9, 0.4])
+    want = pseudo_labels(Ops("fused"), probs, boxes, (16, 32), thr, image_size=(32, 64), entropy_norm="minmax",
+                         filter_interp="nearest")
+    got = pseudo_labels(v, probs, boxes, (16, 32), thr, image_size=(32, 64), entropy_norm="minmax",
+                        filter_interp="nearest")
+    assert torch.equal(got, want)
+    assert set(v.report()["max_deviation"]) == {"crop_resize", "crop_pseudo_labels"}
+    assert "nearest_disagreement" in v.report()["max_deviation"]["crop_resize"]
+    x = torch.randn(2, 5, 4, 4, requires_grad=True)
+    y = torch.randint(0, 5, (2, 4, 4))
+    v.focal_ce_loss(x, y, gamma=3.0, beta=0.1).backward()  # the fused loss, still differentiable
+    assert x.grad is not None and v.max["focal_ce_loss"]["grad_rel"] <= 1e-4
+
+
+def test_stage_clock_counts_a_nested_stage_only_once():
+    from lse_fast.adapt.context import StageClock
+
+    clock = StageClock("cpu")
+    ticks = iter([0.0, 1.0, 3.0, 10.0, 10.0, 12.0])
+    clock.now = lambda: next(ticks)
+    clock.reset("train", "patches")
+    with clock("train"):  # 0 .. 10
+        with clock("patches"):  # 1 .. 3
+            pass
+    with clock("patches"):  # 10 .. 12
+        pass
+    assert clock.seconds == {"train": 8.0, "patches": 4.0}
 
 
 def test_torch_pseudo_labels_equal_the_op_by_default():
@@ -185,7 +230,7 @@ def test_freeze_bn_option_reaches_factories_that_take_it(monkeypatch):
     from lse_fast.adapt.config import AdaptConfig
 
     # a private copy of the registry, so the probe model leaks into no other test
-    monkeypatch.setattr(lse_fast.models, "_REGISTRY", dict(lse_fast.models._REGISTRY))
+    monkeypatch.setattr(lse_fast.models.registry, "_REGISTRY", dict(lse_fast.models.registry._REGISTRY))
 
     @lse_fast.models.register("test_freeze_bn_probe")
     def probe(num_classes=19, *, freeze_bn=True):
@@ -428,3 +473,35 @@ def test_export_pngs_decode_to_the_labels_and_tensorboard_logs(cache, tmp_path, 
     monkeypatch.setattr(tb.importlib.util, "find_spec", lambda name: None)
     assert cli(TINY + ["--cache-dir", cache, "--run-dir", str(tmp_path / "tb"), "--tensorboard"]) == 2
     assert not (tmp_path / "tb").exists()
+
+
+def test_progress_lines_every_tenth_or_every_30_s_with_rate_and_eta():
+    from lse_fast.adapt.progress import Progress
+
+    now = [0.0]
+    lines = []
+    p = Progress(range(100), total=100, desc="source", enabled=True, bar=False, lines=True,
+                 clock=lambda: now[0], write=lines.append)
+    for i in p:
+        now[0] += 0.5 if i < 50 else 40.0  # 2 steps/s, then one step every 40 s
+        p.note(f"loss {i / 100:.4f}")
+    assert lines[0] == "[source] 10/100 steps (10%), 2 steps/s, ETA 45 s, loss 0.0900"
+    assert lines[4] == "[source] 50/100 steps (50%), 2 steps/s, ETA 25 s, loss 0.4900"
+    assert lines[5] == "[source] 51/100 steps (51%), 0.785 steps/s, ETA 1 min 02 s, loss 0.5000"  # 30 s passed
+    assert lines[-1].startswith("[source] 100/100 steps (100%), ") and "ETA" not in lines[-1]
+    assert len(lines) == 5 + 50  # every tenth while fast, then every step (each took over 30 s)
+    quiet = Progress(range(3), total=3, desc="x", enabled=False, lines=True, write=lines.append)
+    assert list(quiet) == [0, 1, 2] and len(lines) == 55
+
+
+def test_a_run_without_a_terminal_prints_progress_lines(tmp_path, capsys):
+    """Under pytest stdout is not a terminal: every long stage reports plain lines (no bars, no \\r)."""
+    main(["--synthetic-source", "8", "--synthetic-train", "8", "--synthetic-val", "4", "--image-size", "32x64",
+          "--source-size", "32x64", "--pretrain-iters", "4", "--pretrain-batch-size", "4", "--rounds", "1",
+          "--epochs", "1", "--batch-size", "4", "--source-batch-size", "2", "--score-batch-size", "4",
+          "--portion-start", "0.3", "--no-plots", "--loader", "pil", "--device", "cpu",
+          "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    for stage in ("[source] 4/4 steps (100%)", "[score] 2/2 batches (100%)", "[train r1] ", "[eval] 1/1 batches"):
+        assert stage in out, out
+    assert "\r" not in out + err

@@ -1,6 +1,7 @@
 """The driver's configuration: defaults, presets, YAML, command line, bad arguments."""
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -39,6 +40,19 @@ def test_paper_preset(tmp_path):
     assert (c.patch_scale, c.patches_per_image, c.epochs) == (0.5, 4, 2.0)
     assert cfg(["--preset", "paper-gta5-fcn8s"]).model == "fcn8s_vgg16"
     assert set(PRESETS) >= {"synthetic", "paper-gta5-deeplab", "paper-synthia-deeplab"}
+
+
+def test_synthia_presets_are_sixteen_class_runs_on_synthia_sized_images():
+    """SYNTHIA -> Cityscapes is evaluated on 16 (and 13) classes (paper Table 2); the presets differ from the
+    GTA5 ones in exactly the class count and the source image size, and keep their model."""
+    for model, suffix in (("deeplab_v2_resnet101", "deeplab"), ("fcn8s_vgg16", "fcn8s")):
+        gta, syn = cfg(["--preset", f"paper-gta5-{suffix}"]), cfg(["--preset", f"paper-synthia-{suffix}"])
+        assert (gta.num_classes, syn.num_classes) == (19, 16)
+        assert syn.model == gta.model == model
+        assert syn.source_size == (760, 1280) and gta.source_size == (512, 1024)
+        assert syn.image_size == gta.image_size == (512, 1024)
+        differ = {k for k, v in syn.to_dict().items() if gta.to_dict()[k] != v}
+        assert differ == {"num_classes", "source_size"}
 
 
 def test_precedence_preset_yaml_cli(tmp_path):
@@ -120,3 +134,39 @@ def test_unknown_option_names_the_closest_one_in_two_lines(capsys):
         build_parser().parse_args(["--zzzz"])
     err = capsys.readouterr().err
     assert "unknown option --zzzz" in err and "did you mean" not in err
+
+
+def test_every_problem_is_reported_at_once(tmp_path, capsys):
+    """A wrong --target path and a missing --source (and more) in one message, each in its own words."""
+    argv = ["--target", f"cityscapes:{tmp_path}/nowhere", "--lr=-1", "--portion-start", "0", "--verify", "--ops",
+            "reference", "--run-dir", str(tmp_path / "run")]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: lse_fast.adapt: 5 problems with the options:\n"), err
+    for pattern in (r"`target` path '.*nowhere' does not exist",
+                    r"`source` and `target` must both be 'synthetic' or both be KIND:PATH",
+                    r"`lr` must be positive, got -1", r"`portion_start` must be in \(0, 1\], got 0",
+                    r"--verify compares the fused ops .* got --ops reference"):
+        assert re.search(r"\n  - " + pattern, err), (pattern, err)
+    assert len([ln for ln in err.splitlines() if ln.startswith("error: ")]) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_problems_are_listed_with_the_option_problems(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("batch_size: 2.5\nlrr: 0.1\ngamma: -1\n")
+    with pytest.raises(ConfigError) as e:
+        cfg(["--config", str(y), "--epochs", "0"])
+    msg = str(e.value)
+    assert msg.startswith("lse_fast.adapt: 4 problems with the options:")
+    for part in ("`batch_size` in config file", "must be int, got 2.5", "unknown option 'lrr'", "did you mean 'lr'?",
+                 "`gamma` must be >= 0, got -1", "`epochs` must be positive, got 0"):
+        assert part in msg, msg
+    d = tmp_path / "d.yaml"
+    d.write_text("batch_size: x\nlrr: 1\n")
+    with pytest.raises(ConfigError, match=r"^lse_fast.adapt: 2 problems.*\n  - `batch_size`.*\n  - unknown option"):
+        load_yaml(d)
+    # one problem of a field is reported once: an unknown dataset kind is not also a missing path
+    with pytest.raises(ConfigError) as e:
+        cfg(["--source", "imagenet:/nowhere", "--target", "imagenet:/nowhere"])
+    assert str(e.value).count("`source`") == 1 and "2 problems" in str(e.value)

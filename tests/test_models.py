@@ -172,7 +172,7 @@ def test_registry(user_module):
         with pytest.raises(ValueError, match="already registered"):
             models.register("tiny_test_net")(_user_factory)
     finally:
-        models._REGISTRY.pop("tiny_test_net")
+        models.registry._REGISTRY.pop("tiny_test_net")
 
 
 def test_registry_errors(user_module):

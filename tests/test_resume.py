@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lse_fast.adapt import cli, main
+from lse_fast.adapt import cli, faults, main
 from lse_fast.adapt import runs as runs_mod
 from lse_fast.adapt import training as training_mod
 from lse_fast.adapt.config import AdaptConfig, ConfigError
@@ -135,9 +135,9 @@ def test_nan_loss_stops_the_round_and_keeps_the_last_checkpoint(cache, reference
     stage = {"round": 0}
     real_train = training_mod.train_round
 
-    def tracking(ctx, model, scores, selection, round_index, timer):
+    def tracking(ctx, model, scores, selection, round_index):
         stage["round"] = round_index
-        return real_train(ctx, model, scores, selection, round_index, timer)
+        return real_train(ctx, model, scores, selection, round_index)
 
     monkeypatch.setattr(training_mod, "supervised_loss", nan_in_round_2)
     monkeypatch.setattr(training_mod, "train_round", tracking)
@@ -159,9 +159,9 @@ def test_nan_loss_stops_the_round_and_keeps_the_last_checkpoint(cache, reference
 def test_kill_hook_rejects_a_malformed_value(monkeypatch):
     monkeypatch.setenv("LSE_FAST_KILL_AT", "trian:2")
     with pytest.raises(ConfigError, match="LSE_FAST_KILL_AT .* STAGE:COUNT.*got 'trian:2'"):
-        runs_mod.kill_point("train")
+        faults.point("train")
     monkeypatch.delenv("LSE_FAST_KILL_AT")
-    runs_mod.kill_point("train")  # unset: nothing happens
+    faults.point("train")  # unset: nothing happens
 
 
 def test_atomic_write_never_leaves_a_partial_file(tmp_path, monkeypatch):

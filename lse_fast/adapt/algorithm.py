@@ -1,7 +1,8 @@
 """Algorithm 1 of the paper: from the source model theta_0, for each portion
 p of the schedule, score the target set, select images per class with
-dynamic thresholds, make patches and pseudo-labels, train, evaluate, and
-record the round (checkpoint first, then metrics.json).
+dynamic thresholds (:func:`lse_fast.selection.select`), make patches and
+pseudo-labels, train, evaluate, and record the round (checkpoint first,
+then metrics.json). Each step is timed by the context's stage clock.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import time
 
 import torch
 
-from lse_fast.adapt import distributed, plots, training
-from lse_fast.adapt.context import Context, Timer, log, seed_for
+from lse_fast import selection as sel
+from lse_fast.adapt import distributed, faults, plots, training
+from lse_fast.adapt.context import Context, log, seed_for
 from lse_fast.adapt.evaluation import evaluate_target
 from lse_fast.adapt.export import export_predictions, export_pseudo_labels
 from lse_fast.adapt.runs import Run
 from lse_fast.adapt.scoring import score_target
-from lse_fast.adapt.select import select_images
 from lse_fast.adapt.source import initial_model
 from lse_fast.adapt.tensorboard import TensorBoardLog
 
@@ -49,25 +50,21 @@ def summary_line(entry, total_rounds, num_images, baseline, classes):
 def run_round(ctx: Context, model, round_index: int, portion: float, export_dir=None):
     """One round; returns its metrics entry and pseudo-label examples. With
     `export_dir`, the round's pseudo-labels are written there as PNGs."""
-    timer = Timer(ctx.device)
-    seconds = {}
-    t0 = timer.now()
-    scores = score_target(ctx, model, portion)
-    t1 = timer.now()
-    seconds["score"] = t1 - t0
-    selection = select_images(ctx, scores, portion)
-    t2 = timer.now()
-    seconds["select"] = t2 - t1
+    cfg, clock = ctx.cfg, ctx.clock
+    clock.reset("score", "select", "patches", "train", "eval")
+    with clock("score"):
+        scores = score_target(ctx, model, portion)
+    with clock("select"):  # paper Sections 3.3-3.4: class-based sorting, dynamic thresholds h_c
+        faults.point("select")
+        selection = sel.select(scores.class_pixels, scores.class_confidence, scores.class_entropy, portion,
+                               classes=ctx.classes, threshold_image=cfg.threshold_image, rounding=cfg.share_rounding)
     if export_dir is not None:
-        export_pseudo_labels(ctx, model, scores, selection, selection.filter_thresholds(), export_dir)
-        t_export = timer.now()
-        seconds["export"] = t_export - t2
-    tr = training.train_round(ctx, model, scores, selection, round_index, timer)
-    seconds["patches"] = tr.patches_seconds
-    seconds["train"] = tr.seconds - tr.patches_seconds
-    t3 = timer.now()
-    ev = evaluate_target(ctx, model)
-    seconds["eval"] = timer.now() - t3
+        with clock("export"):
+            export_pseudo_labels(ctx, model, scores, selection, selection.filter_thresholds(), export_dir)
+    with clock("train"):  # the patches made while training are counted under "patches"
+        tr = training.train_round(ctx, model, scores, selection, round_index)
+    with clock("eval"):
+        ev = evaluate_target(ctx, model)
     entry = {
         "round": round_index,
         "portion": portion,
@@ -80,7 +77,7 @@ def run_round(ctx: Context, model, round_index: int, portion: float, export_dir=
         "steps": tr.steps,
         "loss": tr.loss,
         **ev,
-        "seconds": seconds,
+        "seconds": dict(clock.seconds),
         "kept_probability_maps": len(scores.probs) if scores.probs is not None else 0,
         "probability_maps": "kept" if scores.probs is not None else "recomputed",
         "peak_probability_map_bytes": scores.peak_map_bytes,
@@ -108,9 +105,10 @@ def source_only(run: Run, ctx: Context, model, initial) -> None:
     run.metrics["classes"] = ctx.classes
     run.metrics["class_names"] = ctx.class_names
     run.metrics["num_target_train"] = len(ctx.target_view)
-    t0 = time.perf_counter()
-    so = evaluate_target(ctx, model)
-    so["seconds"] = time.perf_counter() - t0
+    ctx.clock.reset()
+    with ctx.clock("eval"):
+        so = evaluate_target(ctx, model)
+    so["seconds"] = ctx.clock.seconds["eval"]
     run.metrics["source_only"] = so
     run.save_checkpoint(0, model)
     run.save_metrics()
@@ -148,9 +146,9 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
             run.metrics["stopped"] = {"round": r, "reason": msg}
             run.save_metrics()
             raise training.NonFiniteLoss(msg) from None
-        if ctx.verifier is not None:
-            entry["verify"] = ctx.verifier.report()
-            run.metrics["verify"] = ctx.verifier.report()
+        checks = ctx.ops.report()  # --verify: the deviations of the fused ops so far
+        if checks is not None:
+            entry["verify"] = run.metrics["verify"] = checks
         record_skipped(run, ctx)
         run.save_round(entry, model)
         log(summary_line(entry, len(portions), len(ctx.target_view), baseline, ctx.classes))
@@ -174,6 +172,7 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
     run.save_metrics()
     if cfg.plots and distributed.current().is_main:
         plots.all_plots(run.path / "plots", run.metrics)
-    if ctx.verifier is not None:
-        log(f"[verify] {ctx.verifier.checks} checks, largest deviations: {json.dumps(ctx.verifier.max)}")
+    checks = ctx.ops.report()
+    if checks is not None:
+        log(f"[verify] {checks['checks']} checks, largest deviations: {json.dumps(checks['max_deviation'])}")
     return run.metrics

@@ -11,11 +11,11 @@ from __future__ import annotations
 import sys
 import warnings
 
-from lse_fast.adapt import distributed
+from lse_fast.adapt import distributed, faults
 from lse_fast.adapt.algorithm import NOT_LOADED, fmt_pct, run_lse
 from lse_fast.adapt.config import ConfigError, build_parser, make_config
 from lse_fast.adapt.context import log, make_context
-from lse_fast.adapt.runs import Run, check_kill_hook
+from lse_fast.adapt.runs import Run
 from lse_fast.adapt.source import load_backbone, load_init, read_backbone
 from lse_fast.adapt.tensorboard import check_available as check_tensorboard
 
@@ -28,7 +28,7 @@ def prepare(argv=None):
     --resume continues; a bad dataset or --init checkpoint found while
     loading them removes it again (a ConfigError leaves nothing behind)."""
     args = build_parser().parse_args(argv)
-    check_kill_hook()
+    faults.check()
     run = None
     if args.resume:
         cfg = make_config(args, base=Run.load_config(args.resume))

@@ -32,16 +32,75 @@ def _f(default, help, **kw):
     return field(default=default, metadata={"help": help, **kw})
 
 
+class Problems:
+    """Every problem found in the options, reported together: one
+    ConfigError listing all of them (each in the words it would have alone)."""
+
+    PREFIX = "lse_fast.adapt: "
+
+    def __init__(self):
+        self.messages = []
+        self.fields = set()
+
+    def add(self, message: str, field_name: typing.Optional[str] = None) -> None:
+        """A problem (of `field_name`: only its first one is kept)."""
+        if field_name is not None:
+            if field_name in self.fields:
+                return
+            self.fields.add(field_name)
+        self.messages.append(message[len(self.PREFIX):] if message.startswith(self.PREFIX) else message)
+
+    def catch(self, fn, *args):
+        """fn(*args), or None with its ConfigError recorded."""
+        try:
+            return fn(*args)
+        except ConfigError as e:
+            self.add(str(e))
+            return None
+
+    def raise_if_any(self) -> None:
+        if len(self.messages) == 1:
+            raise ConfigError(self.PREFIX + self.messages[0])
+        if self.messages:
+            raise ConfigError(f"{self.PREFIX}{len(self.messages)} problems with the options:\n"
+                              + "\n".join(f"  - {m}" for m in self.messages))
+
+
+class _Check:
+    """The checks of one group of fields; `bad` records "`name` must be ..."."""
+
+    def __init__(self, cfg, problems: Problems):
+        self.cfg = cfg
+        self.problems = problems
+
+    def bad(self, name, what):
+        self.problems.add(f"`{name}` must be {what}, got {getattr(self.cfg, name)!r}", name)
+
+    def add(self, message, name=None):
+        self.problems.add(message, name)
+
+    def at_least(self, low, what, *names):
+        for name in names:
+            if getattr(self.cfg, name) < low:
+                self.bad(name, what)
+
+    def file(self, name, what):
+        v = getattr(self.cfg, name)
+        if v is not None and not Path(v).is_file():
+            self.add(f"`{name}` {what} {v!r} does not exist", name)
+
+
 @dataclass
 class AdaptConfig:
-    """Configuration of an LSE run (``python -m lse_fast.adapt``).
+    """Configuration of an LSE run (``python -m lse_fast.adapt``), grouped by
+    the step of Algorithm 1 it configures; each group's checks follow it.
 
     Defaults are the built-in synthetic benchmark sized for a 2-core CPU;
     ``--preset paper-gta5-deeplab`` (and the other ``paper-*`` presets) set
     the paper's hyperparameters for real data.
     """
 
-    # --- data and model -------------------------------------------------
+    # === data: the two domains and how they are read =======================================
     source: str = _f(
         "synthetic",
         "source domain: 'synthetic' (the built-in benchmark) or KIND:PATH with KIND gta5, synthia, "
@@ -52,20 +111,66 @@ class AdaptConfig:
         "target domain: 'synthetic' or KIND:PATH (e.g. cityscapes:/data/cityscapes); its 'train' split "
         "is adapted to (labels unused), its 'val' split evaluated",
     )
-    model: str = _f(
-        "small_deeplab",
-        "model: a registered name (small_deeplab, deeplab_v2_resnet101, fcn8s_vgg16) or package.module:factory",
-    )
-    init: typing.Optional[str] = _f(
-        None,
-        "checkpoint of the source-trained model to start from; without one the model is trained on the "
-        "source first (cached under cache_dir, keyed by its configuration)",
-    )
     label_size_mismatch: str = _f(
         "resize",
         "a source label whose size differs from its image (a few GTA5 pairs): 'resize' it (nearest) with a "
         "warning naming the file, 'skip' the pair (headers read at start, one warning listing them) or 'error'",
         choices=("resize", "skip", "error"),
+    )
+    image_size: typing.Tuple[int, int] = _f(
+        (256, 512), "target image size HxW: scoring, patches (resized back to it) and evaluation"
+    )
+    source_size: typing.Tuple[int, int] = _f((256, 512), "source image size HxW for the source CE batch")
+    synthetic_source: int = _f(200, "synthetic benchmark: source images")
+    synthetic_train: int = _f(160, "synthetic benchmark: target train images")
+    synthetic_val: int = _f(40, "synthetic benchmark: target val images")
+    loader: str = _f(
+        "dali",
+        "image loader: 'dali' (NVIDIA DALI; when it is not installed the run falls back to 'pil' with one "
+        "warning) or 'pil' (PIL/NumPy on the CPU, slower, no DALI needed)",
+        choices=("dali", "pil"),
+    )
+    loader_device: str = _f(
+        "auto",
+        "where the loader decodes and resizes: 'auto' (the model's device) or 'cpu' (e.g. DALI on the CPU "
+        "while the model runs on the GPU; batches are copied to the model's device)",
+        choices=("auto", "cpu"),
+    )
+    num_threads: int = _f(2, "loader worker threads")
+    skip_bad_files: bool = _f(
+        False,
+        "skip an image or label that cannot be decoded (logged once, listed in metrics.json 'skipped_files' "
+        "and counted at the end) instead of stopping the run with an error naming the file",
+    )
+
+    def _check_data(self, c: _Check):
+        for name in ("image_size", "source_size"):
+            v = getattr(self, name)
+            if len(v) != 2 or min(v) < 2:
+                c.bad(name, "two sizes H, W of at least 2")
+        c.at_least(0, "a non-negative integer", "synthetic_source")
+        c.at_least(1, "a positive integer", "synthetic_train", "synthetic_val", "num_threads")
+        for name in ("source", "target"):
+            v = getattr(self, name)
+            if v == "synthetic":
+                continue
+            kind, _, path = v.partition(":")
+            if ":" not in v:
+                c.bad(name, "'synthetic' or KIND:PATH (e.g. cityscapes:/data/cityscapes)")
+            elif kind not in ("gta5", "synthia", "cityscapes", "folder"):
+                c.bad(name, "'synthetic' or KIND:PATH with KIND one of gta5, synthia, cityscapes, folder")
+            elif not path:
+                c.bad(name, "KIND:PATH with a non-empty PATH")
+            elif not Path(path).exists():
+                c.add(f"`{name}` path {path!r} does not exist", name)
+        if (self.source == "synthetic") != (self.target == "synthetic"):
+            c.add("`source` and `target` must both be 'synthetic' or both be KIND:PATH, "
+                  f"got source={self.source!r}, target={self.target!r}")
+
+    # === model and theta_0 (Algorithm 1's input) ============================================
+    model: str = _f(
+        "small_deeplab",
+        "model: a registered name (small_deeplab, deeplab_v2_resnet101, fcn8s_vgg16) or package.module:factory",
     )
     num_classes: int = _f(
         19, "output classes: 19 (Cityscapes trainIds) or 16 (a SYNTHIA head: the 16 shared classes, in trainId "
@@ -83,62 +188,18 @@ class AdaptConfig:
         "BDL/LSE checkpoints) or 'auto' (atonce for such a checkpoint, with a warning; else none)",
         choices=("auto", "none", "atonce"),
     )
-    image_size: typing.Tuple[int, int] = _f(
-        (256, 512), "target image size HxW: scoring, patches (resized back to it) and evaluation"
+    init: typing.Optional[str] = _f(
+        None,
+        "checkpoint of the source-trained model to start from; without one the model is trained on the "
+        "source first (cached under cache_dir, keyed by its configuration)",
     )
-    source_size: typing.Tuple[int, int] = _f((256, 512), "source image size HxW for the source CE batch")
-    # --- rounds -----------------------------------------------------------
-    portion_start: float = _f(0.1, "portion p of the first round (paper 0.1)")
-    portion_step: float = _f(0.05, "increment of p per round (paper 0.05)")
-    portion_stop: float = _f(0.4, "last portion (paper: rounds stop once p > 0.4, i.e. 7 rounds)")
-    rounds: typing.Optional[int] = _f(
-        None, "number of rounds (default: every portion from portion_start to portion_stop)"
-    )
-    share_rounding: str = _f(
-        "ceil", "per-class share len(images predicting c) * p / C rounded 'ceil' (>= 1 image) or 'floor'",
-        choices=("ceil", "floor"),
-    )
-    threshold_image: str = _f(
-        "last_selected",
-        "image h_c is taken from: 'last_selected' (paper) or 'first_unselected' (authors' code)",
-        choices=("last_selected", "first_unselected"),
-    )
-    entropy_norm: str = _f(
-        "log_c",
-        "entropy normalisation: 'log_c' (paper, fused ops) or 'minmax' (authors' code: per image and "
-        "predicted class, 0 where constant; pure-PyTorch pseudo-labels)",
-        choices=("log_c", "minmax"),
-    )
-    filter_interp: str = _f(
-        "nearest",
-        "resizing of the filter map into a patch: 'nearest' (faithful for a mask) or 'bilinear' "
-        "(authors' code, kept where > 0, which dilates the kept region; pure-PyTorch pseudo-labels)",
-        choices=("nearest", "bilinear"),
-    )
-    patches_per_image: int = _f(4, "k random patches per selected image (paper 4)")
-    patch_scale: float = _f(
-        0.5, "patch side as a fraction of the image side (paper 0.5: 256x512 patches of 512x1024 images)"
-    )
-    # --- training ---------------------------------------------------------
-    epochs: float = _f(2.0, "epochs over the patches per round (fractions allowed)")
-    batch_size: int = _f(8, "target patches per step (paper code: 1)")
-    source_batch_size: int = _f(4, "source images per step for the CE term (0: no source term)")
-    source_weight: float = _f(1.0, "weight of the source CE term (paper 1)")
-    gamma: float = _f(3.0, "focal loss gamma (paper 3)")
-    beta: float = _f(0.1, "focal loss weight beta (paper 0.1)")
-    optimizer: str = _f("adam", "optimiser: 'adam' (paper) or 'sgd'", choices=("adam", "sgd"))
-    lr: float = _f(1e-4, "learning rate (paper 1e-6 with Adam on pretrained networks)")
-    momentum: float = _f(0.9, "Adam beta1 / SGD momentum (paper 0.9)")
-    weight_decay: float = _f(0.0, "weight decay")
-    freeze_bn: bool = _f(
-        True,
-        "BatchNorm layers keep and use their running statistics while self-training (as DeepLab-v2 "
-        "fine-tuning does); otherwise the upscaled patches shift them",
-    )
-    lr_schedule: str = _f(
-        "constant", "'constant' or 'poly' (power 0.9 over each round's steps)", choices=("constant", "poly")
-    )
-    # --- source training (only without --init) ----------------------------
+
+    def _check_model(self, c: _Check):
+        if self.num_classes not in (19, 16):
+            c.bad("num_classes", "19 (Cityscapes trainIds) or 16 (SYNTHIA's 16 classes)")
+        c.file("init", "checkpoint")
+
+    # === source stage: theta_0 trained here (only without --init) ===========================
     backbone: typing.Optional[str] = _f(
         None,
         "ImageNet-initialised backbone file for the source stage (torchvision or caffe key layout of ResNet-101 "
@@ -166,11 +227,118 @@ class AdaptConfig:
         "photometric augmentation of the source-only training (random per-image channel gains, offsets and "
         "desaturation on the normalised images)",
     )
-    # --- synthetic benchmark ----------------------------------------------
-    synthetic_source: int = _f(200, "synthetic benchmark: source images")
-    synthetic_train: int = _f(160, "synthetic benchmark: target train images")
-    synthetic_val: int = _f(40, "synthetic benchmark: target val images")
-    # --- execution --------------------------------------------------------
+
+    def _check_source_stage(self, c: _Check):
+        c.at_least(0, "a non-negative integer", "pretrain_iters")
+        c.at_least(1, "a positive integer", "pretrain_batch_size")
+        for name in ("pretrain_lr", "pretrain_head_lr_mult"):
+            if getattr(self, name) <= 0:
+                c.bad(name, "positive")
+        c.file("backbone", "file")
+        if self.backbone is not None and self.init is not None:
+            c.add("give --init (a source-trained model: no source stage) or --backbone (ImageNet weights: the "
+                  "source stage trains the model first), not both")
+
+    # === rounds, steps 1-2: scoring and selection (paper Sections 3.2-3.4) ==================
+    portion_start: float = _f(0.1, "portion p of the first round (paper 0.1)")
+    portion_step: float = _f(0.05, "increment of p per round (paper 0.05)")
+    portion_stop: float = _f(0.4, "last portion (paper: rounds stop once p > 0.4, i.e. 7 rounds)")
+    rounds: typing.Optional[int] = _f(
+        None, "number of rounds (default: every portion from portion_start to portion_stop)"
+    )
+    share_rounding: str = _f(
+        "ceil", "per-class share len(images predicting c) * p / C rounded 'ceil' (>= 1 image) or 'floor'",
+        choices=("ceil", "floor"),
+    )
+    threshold_image: str = _f(
+        "last_selected",
+        "image h_c is taken from: 'last_selected' (paper) or 'first_unselected' (authors' code)",
+        choices=("last_selected", "first_unselected"),
+    )
+    entropy_norm: str = _f(
+        "log_c",
+        "entropy normalisation: 'log_c' (paper, fused ops) or 'minmax' (authors' code: per image and "
+        "predicted class, 0 where constant; pure-PyTorch pseudo-labels)",
+        choices=("log_c", "minmax"),
+    )
+    score_batch_size: int = _f(8, "images per batch when scoring and evaluating")
+    probs_ram_budget: float = _f(
+        2.0,
+        "GiB of host RAM for the probability maps of candidate images kept while scoring (FCN-8s maps are at "
+        "full resolution: 40 MB per 512x1024 image); beyond it no map is kept and the selected images' maps are "
+        "recomputed when making patches, by a frozen copy of the round's starting model (0: always recompute)",
+    )
+
+    def _check_selection(self, c: _Check):
+        if not (0.0 < self.portion_start <= 1.0):
+            c.bad("portion_start", "in (0, 1]")
+        if self.portion_step <= 0:
+            c.bad("portion_step", "positive")
+        if not (self.portion_start <= self.portion_stop <= 1.0):
+            c.bad("portion_stop", "in [portion_start, 1]")
+        if self.rounds is not None and self.rounds < 1:
+            c.bad("rounds", "a positive integer or none")
+        c.at_least(1, "a positive integer", "score_batch_size")
+        if self.probs_ram_budget < 0:
+            c.bad("probs_ram_budget", ">= 0 (GiB)")
+
+    # === step 3: patches and pseudo-labels (paper Sections 3.4-3.5) =========================
+    patches_per_image: int = _f(4, "k random patches per selected image (paper 4)")
+    patch_scale: float = _f(
+        0.5, "patch side as a fraction of the image side (paper 0.5: 256x512 patches of 512x1024 images)"
+    )
+    filter_interp: str = _f(
+        "nearest",
+        "resizing of the filter map into a patch: 'nearest' (faithful for a mask) or 'bilinear' "
+        "(authors' code, kept where > 0, which dilates the kept region; pure-PyTorch pseudo-labels)",
+        choices=("nearest", "bilinear"),
+    )
+
+    def _check_patches(self, c: _Check):
+        c.at_least(1, "a positive integer", "patches_per_image")
+        if not (0.0 < self.patch_scale <= 1.0):
+            c.bad("patch_scale", "in (0, 1]")
+
+    # === step 4: training (paper Sections 3.5-3.6) ==========================================
+    epochs: float = _f(2.0, "epochs over the patches per round (fractions allowed)")
+    batch_size: int = _f(8, "target patches per step (paper code: 1)")
+    source_batch_size: int = _f(4, "source images per step for the CE term (0: no source term)")
+    source_weight: float = _f(1.0, "weight of the source CE term (paper 1)")
+    gamma: float = _f(3.0, "focal loss gamma (paper 3)")
+    beta: float = _f(0.1, "focal loss weight beta (paper 0.1)")
+    optimizer: str = _f("adam", "optimiser: 'adam' (paper) or 'sgd'", choices=("adam", "sgd"))
+    lr: float = _f(1e-4, "learning rate (paper 1e-6 with Adam on pretrained networks)")
+    momentum: float = _f(0.9, "Adam beta1 / SGD momentum (paper 0.9)")
+    weight_decay: float = _f(0.0, "weight decay")
+    freeze_bn: bool = _f(
+        True,
+        "BatchNorm layers keep and use their running statistics while self-training (as DeepLab-v2 "
+        "fine-tuning does); otherwise the upscaled patches shift them",
+    )
+    lr_schedule: str = _f(
+        "constant", "'constant' or 'poly' (power 0.9 over each round's steps)", choices=("constant", "poly")
+    )
+
+    def _check_training(self, c: _Check):
+        if self.epochs <= 0:
+            c.bad("epochs", "positive")
+        c.at_least(1, "a positive integer", "batch_size")
+        c.at_least(0, "a non-negative integer", "source_batch_size")
+        if self.lr <= 0:
+            c.bad("lr", "positive")
+        if self.gamma < 0:
+            c.bad("gamma", ">= 0")
+
+    # === step 5: evaluation ==================================================================
+    eval_size: str = _f(
+        "native",
+        "evaluation protocol: 'native' (the published one: labels at their native resolution, images fed at "
+        "image_size, logits upsampled bilinearly to the labels; a val batch needs images of one size) or 'train' "
+        "(labels resized to image_size: a shortcut, identical for the built-in data)",
+        choices=("native", "train"),
+    )
+
+    # === execution: ops, device, seed ========================================================
     ops: str = _f(
         "fused", "'fused' (lse_fast.ops) or 'reference' (pure PyTorch, for A/B timing)", choices=("fused", "reference")
     )
@@ -181,39 +349,25 @@ class AdaptConfig:
     )
     device: str = _f("auto", "'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'")
     amp: bool = _f(False, "bfloat16 autocast for forward passes on CUDA")
-    score_batch_size: int = _f(8, "images per batch when scoring and evaluating")
-    probs_ram_budget: float = _f(
-        2.0,
-        "GiB of host RAM for the probability maps of candidate images kept while scoring (FCN-8s maps are at "
-        "full resolution: 40 MB per 512x1024 image); beyond it no map is kept and the selected images' maps are "
-        "recomputed when making patches, by a frozen copy of the round's starting model (0: always recompute)",
-    )
-    eval_size: str = _f(
-        "native",
-        "evaluation protocol: 'native' (the published one: labels at their native resolution, images fed at "
-        "image_size, logits upsampled bilinearly to the labels; a val batch needs images of one size) or 'train' "
-        "(labels resized to image_size: a shortcut, identical for the built-in data)",
-        choices=("native", "train"),
-    )
-    loader: str = _f(
-        "dali",
-        "image loader: 'dali' (NVIDIA DALI; when it is not installed the run falls back to 'pil' with one "
-        "warning) or 'pil' (PIL/NumPy on the CPU, slower, no DALI needed)",
-        choices=("dali", "pil"),
-    )
-    loader_device: str = _f(
-        "auto",
-        "where the loader decodes and resizes: 'auto' (the model's device) or 'cpu' (e.g. DALI on the CPU "
-        "while the model runs on the GPU; batches are copied to the model's device)",
-        choices=("auto", "cpu"),
-    )
-    num_threads: int = _f(2, "loader worker threads")
-    skip_bad_files: bool = _f(
-        False,
-        "skip an image or label that cannot be decoded (logged once, listed in metrics.json 'skipped_files' "
-        "and counted at the end) instead of stopping the run with an error naming the file",
-    )
     seed: int = _f(0, "random seed (CPU runs are deterministic)")
+
+    def _check_execution(self, c: _Check):
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            c.bad("device", "auto, cpu, cuda or cuda:N")
+        elif self.device.startswith("cuda") and not torch.cuda.is_available():
+            c.add(f"`device` is {self.device!r} but torch sees no CUDA device (use --device cpu or auto)", "device")
+        elif self.device.startswith("cuda:"):
+            try:
+                index = int(self.device.split(":", 1)[1])
+            except ValueError:
+                index = -1
+            if not 0 <= index < torch.cuda.device_count():
+                c.bad("device", f"cuda:N with N in [0, {torch.cuda.device_count()})")
+        if self.verify and self.ops != "fused":
+            c.add("--verify compares the fused ops with the reference; use it with --ops fused, "
+                  f"got --ops {self.ops}")
+
+    # === the run directory and what is written ===============================================
     run_dir: typing.Optional[str] = _f(None, "run directory (default runs/<timestamp> in the current directory)")
     cache_dir: typing.Optional[str] = _f(
         None, "synthetic data and cached source models (default $LSE_FAST_HOME or ~/.cache/lse_fast)"
@@ -233,100 +387,28 @@ class AdaptConfig:
     )
     progress: bool = _f(True, "progress bars")
 
-    # ---------------------------------------------------------------------
-    def validate(self) -> "AdaptConfig":
+
+    def _check_outputs(self, c: _Check):
+        for name in ("cache_dir", "run_dir"):
+            v = getattr(self, name)
+            if v is not None and Path(v).exists() and not Path(v).is_dir():
+                c.add(f"`{name}` {v!r} exists and is not a directory", name)
+
+    # ========================================================================================
+    def validate(self, problems: typing.Optional[Problems] = None) -> "AdaptConfig":
         """Checks every field and every combination of fields; touches no
-        file (paths are only tested for existence). Raises ConfigError."""
-
-        def bad(name, what):
-            raise ConfigError(f"lse_fast.adapt: `{name}` must be {what}, got {getattr(self, name)!r}")
-
+        file (paths are only tested for existence). Raises one ConfigError
+        listing every problem (with those already in `problems`)."""
+        problems = Problems() if problems is None else problems
+        c = _Check(self, problems)
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
-                bad(f.name, f"one of {', '.join(choices)}")
-        for name in ("image_size", "source_size"):
-            v = getattr(self, name)
-            if len(v) != 2 or min(v) < 2:
-                bad(name, "two sizes H, W of at least 2")
-        if self.num_classes not in (19, 16):
-            bad("num_classes", "19 (Cityscapes trainIds) or 16 (SYNTHIA's 16 classes)")
-        for name in ("num_classes", "patches_per_image", "batch_size", "score_batch_size", "num_threads"):
-            if getattr(self, name) < 1:
-                bad(name, "a positive integer")
-        for name in ("source_batch_size", "pretrain_iters", "synthetic_source"):
-            if getattr(self, name) < 0:
-                bad(name, "a non-negative integer")
-        for name in ("synthetic_train", "synthetic_val", "pretrain_batch_size"):
-            if getattr(self, name) < 1:
-                bad(name, "a positive integer")
-        if not (0.0 < self.patch_scale <= 1.0):
-            bad("patch_scale", "in (0, 1]")
-        if not (0.0 < self.portion_start <= 1.0):
-            bad("portion_start", "in (0, 1]")
-        if self.portion_step <= 0:
-            bad("portion_step", "positive")
-        if not (self.portion_start <= self.portion_stop <= 1.0):
-            bad("portion_stop", "in [portion_start, 1]")
-        if self.rounds is not None and self.rounds < 1:
-            bad("rounds", "a positive integer or none")
-        if self.epochs <= 0:
-            bad("epochs", "positive")
-        for name in ("lr", "pretrain_lr"):
-            if getattr(self, name) <= 0:
-                bad(name, "positive")
-        if self.gamma < 0:
-            bad("gamma", ">= 0")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            bad("device", "auto, cpu, cuda or cuda:N")
-        for name in ("source", "target"):
-            v = getattr(self, name)
-            if v != "synthetic" and ":" not in v:
-                bad(name, "'synthetic' or KIND:PATH (e.g. cityscapes:/data/cityscapes)")
-            if v != "synthetic":
-                kind, _, path = v.partition(":")
-                if kind not in ("gta5", "synthia", "cityscapes", "folder"):
-                    bad(name, "'synthetic' or KIND:PATH with KIND one of gta5, synthia, cityscapes, folder")
-                if not path:
-                    bad(name, "KIND:PATH with a non-empty PATH")
-                if not Path(path).exists():
-                    raise ConfigError(f"lse_fast.adapt: `{name}` path {path!r} does not exist")
-        if self.init is not None and not Path(self.init).is_file():
-            raise ConfigError(f"lse_fast.adapt: `init` checkpoint {self.init!r} does not exist")
-        if self.backbone is not None and not Path(self.backbone).is_file():
-            raise ConfigError(f"lse_fast.adapt: `backbone` file {self.backbone!r} does not exist")
-        if self.backbone is not None and self.init is not None:
-            raise ConfigError("lse_fast.adapt: give --init (a source-trained model: no source stage) or --backbone "
-                              "(ImageNet weights: the source stage trains the model first), not both")
-        if self.probs_ram_budget < 0:
-            bad("probs_ram_budget", ">= 0 (GiB)")
-        if self.pretrain_head_lr_mult <= 0:
-            bad("pretrain_head_lr_mult", "positive")
-        if (self.source == "synthetic") != (self.target == "synthetic"):
-            raise ConfigError(
-                "lse_fast.adapt: `source` and `target` must both be 'synthetic' or both be KIND:PATH, "
-                f"got source={self.source!r}, target={self.target!r}"
-            )
-        # --- combinations and the machine -----------------------------------
-        if self.verify and self.ops != "fused":
-            raise ConfigError(
-                "lse_fast.adapt: --verify compares the fused ops with the reference; use it with --ops fused, "
-                f"got --ops {self.ops}"
-            )
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"lse_fast.adapt: `device` is {self.device!r} but torch sees no CUDA device "
-                              "(use --device cpu or auto)")
-        if self.device.startswith("cuda:") and torch.cuda.is_available():
-            try:
-                index = int(self.device.split(":", 1)[1])
-            except ValueError:
-                index = -1
-            if not 0 <= index < torch.cuda.device_count():
-                bad("device", f"cuda:N with N in [0, {torch.cuda.device_count()})")
-        if self.cache_dir is not None and Path(self.cache_dir).exists() and not Path(self.cache_dir).is_dir():
-            raise ConfigError(f"lse_fast.adapt: `cache_dir` {self.cache_dir!r} exists and is not a directory")
-        if self.run_dir is not None and Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
-            raise ConfigError(f"lse_fast.adapt: `run_dir` {self.run_dir!r} exists and is not a directory")
+                c.bad(f.name, f"one of {', '.join(choices)}")
+        for check in (self._check_data, self._check_model, self._check_source_stage, self._check_selection,
+                      self._check_patches, self._check_training, self._check_execution, self._check_outputs):
+            check(c)
+        problems.raise_if_any()
         return self
 
     def check_runnable(self) -> "AdaptConfig":
@@ -334,20 +416,22 @@ class AdaptConfig:
         written; a preset alone is valid but may not be runnable): the paper
         models run on real data and start from --init or --backbone, never
         from random weights or the synthetic benchmark."""
+        problems = Problems()
         if self.model in PAPER_MODELS and self.source == "synthetic":
-            raise ConfigError(
-                f"lse_fast.adapt: {self.model} is a paper model for real data; give --source gta5:PATH (or "
+            problems.add(
+                f"{self.model} is a paper model for real data; give --source gta5:PATH (or "
                 "synthia:PATH) and --target cityscapes:PATH (README, 'Reproducing the paper's tables'). The "
                 "built-in synthetic benchmark is sized for small_deeplab on a CPU"
             )
         if self.model in PAPER_MODELS and self.init is None and self.backbone is None:
-            raise ConfigError(
-                f"lse_fast.adapt: {self.model} needs a starting point: --init FILE (a source-trained checkpoint, "
+            problems.add(
+                f"{self.model} needs a starting point: --init FILE (a source-trained checkpoint, "
                 "e.g. the authors' or AdaptSegNet's GTA5 model) or --backbone FILE (ImageNet weights: "
                 + ("torchvision resnet101 or the caffe-converted DeepLab ResNet-101" if "deeplab" in self.model
                    else "torchvision vgg16 or the caffe VGG16")
                 + ") to train on the source first; it never trains from random weights"
             )
+        problems.raise_if_any()
         return self
 
     def portions(self) -> list:
@@ -389,14 +473,19 @@ PRESETS = {
     ),
 }
 PRESETS["paper-gta5-fcn8s"] = dict(PRESETS["paper-gta5-deeplab"], model="fcn8s_vgg16")
-PRESETS["paper-synthia-deeplab"] = dict(PRESETS["paper-gta5-deeplab"], source_size=(512, 1024))
+# SYNTHIA -> Cityscapes is evaluated on the 16 classes both have (paper Table 2: mIoU16 / mIoU13); the source
+# images are SYNTHIA-RAND-CITYSCAPES' native 760x1280 (as the peers' SYNTHIA runs read them).
+SYNTHIA_SOURCE_SIZE = (760, 1280)
+PRESETS["paper-synthia-deeplab"] = dict(PRESETS["paper-gta5-deeplab"], source_size=SYNTHIA_SOURCE_SIZE,
+                                        num_classes=16)
 PRESETS["paper-synthia-fcn8s"] = dict(PRESETS["paper-synthia-deeplab"], model="fcn8s_vgg16")
 
 PRESET_HELP = (
     "synthetic: the defaults (built-in benchmark on a CPU); paper-gta5-deeplab / paper-synthia-deeplab: "
     "DeepLab-v2 ResNet-101 with the paper's hyperparameters (512x1024, Adam lr 1e-6 beta1 0.9, k=4 patches "
     "of half size, gamma 3, beta 0.1, p 0.10..0.40 in 0.05 steps, batch 1, 2 epochs per round); "
-    "paper-gta5-fcn8s / paper-synthia-fcn8s: the same with FCN-8s VGG16. Give --source, --target and --init "
+    "paper-gta5-fcn8s / paper-synthia-fcn8s: the same with FCN-8s VGG16. The paper-synthia-* presets use a "
+    "16-class head and SYNTHIA's 760x1280 source images. Give --source, --target and --init "
     "(a source-trained model) or --backbone (ImageNet weights; the source stage then uses SGD lr 2.5e-4, "
     "momentum 0.9, weight decay 5e-4, poly 0.9, 10x on the head, batch 1, 150k steps)."
 )
@@ -478,17 +567,40 @@ def coerce(name: str, value, source: str = "config"):
         ) from None
 
 
-def load_yaml(path) -> dict:
+def _yaml_values(path, problems: Problems) -> dict:
+    """The options of a YAML file, converted; what is wrong with the file or
+    any of its values goes into `problems` (those values are left out)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"lse_fast.adapt: config file {str(p)!r} does not exist")
+        problems.add(f"config file {str(p)!r} does not exist")
+        return {}
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"lse_fast.adapt: config file {str(p)!r} is not valid YAML: {e}") from None
+        problems.add(f"config file {str(p)!r} is not valid YAML: {e}")
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"lse_fast.adapt: config file {str(p)!r} must hold a mapping of options")
-    return {k.replace("-", "_"): coerce(k.replace("-", "_"), v, f"config file {str(p)!r}") for k, v in data.items()}
+        problems.add(f"config file {str(p)!r} must hold a mapping of options")
+        return {}
+    return _coerce_all(data, f"config file {str(p)!r}", problems)
+
+
+def _coerce_all(d: dict, source: str, problems: Problems) -> dict:
+    values = {}
+    for k, v in d.items():
+        name = str(k).replace("-", "_")
+        value = problems.catch(lambda: (coerce(name, v, source),))
+        if value is not None:
+            values[name] = value[0]
+    return values
+
+
+def load_yaml(path) -> dict:
+    """The options of a YAML file; one ConfigError listing every problem."""
+    problems = Problems()
+    values = _yaml_values(path, problems)
+    problems.raise_if_any()
+    return values
 
 
 def _closest(name, known):
@@ -557,15 +669,18 @@ def _show(v):
 
 def make_config(args: argparse.Namespace, base: typing.Optional[dict] = None) -> AdaptConfig:
     """Config from parsed arguments: defaults < base (a resumed run's
-    config) < preset < config file < options."""
-    values = {k: coerce(k, v, "the run's config.yaml") for k, v in (base or {}).items()}
+    config) < preset < config file < options. Every problem (of the
+    resumed config, the config file and the resulting values) is reported
+    in one ConfigError."""
+    problems = Problems()
+    values = _coerce_all(base or {}, "the run's config.yaml", problems)
     if getattr(args, "preset", None):
         values.update(PRESETS[args.preset])
     if getattr(args, "config", None):
-        values.update(load_yaml(args.config))
+        values.update(_yaml_values(args.config, problems))
     names = {f.name for f in dataclasses.fields(AdaptConfig)}
     values.update({k: v for k, v in vars(args).items() if k in names})
-    return AdaptConfig(**values).validate()
+    return AdaptConfig(**values).validate(problems)
 
 
 def from_dict(d: dict, source="config") -> AdaptConfig:

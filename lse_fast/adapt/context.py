@@ -20,12 +20,12 @@ import lse_fast.reference as reference_ops
 from lse_fast import models
 from lse_fast.adapt import distributed
 from lse_fast.adapt.config import AdaptConfig, ConfigError
-from lse_fast.adapt.verify import Verifier
+from lse_fast.adapt.progress import Progress
+from lse_fast.adapt.verify import VerifyingOps
 from lse_fast.data import from_spec, loader as dali_loader, synthetic, to_synthia16
 from lse_fast.data.dali import DALI_INSTALL, dali_available
 from lse_fast.data.pil import loader as pil_loader
 
-IGNORE = 255
 SYNTHETIC_DATA_SEED = 0  # the benchmark's content does not depend on the run seed
 
 
@@ -37,8 +37,9 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------------- ops
 class Ops:
-    """The four ops of a round, fused (``lse_fast.ops``) or reference
-    (``lse_fast.reference``)."""
+    """The seam through which every step calls the four ops of a round:
+    fused (``lse_fast.ops``) or reference (``lse_fast.reference``); --verify
+    puts :class:`lse_fast.adapt.verify.VerifyingOps` in its place."""
 
     NAMES = ("score", "focal_ce_loss", "crop_resize", "crop_pseudo_labels")
 
@@ -57,18 +58,50 @@ class Ops:
                 )
             setattr(self, name, fn)
 
+    def report(self):
+        """What the ops have to record in metrics.json (nothing here)."""
+        return None
+
+
+def make_ops(cfg: AdaptConfig):
+    """The run's op set: --ops, or the fused ops checked call by call (--verify)."""
+    return VerifyingOps() if cfg.verify else Ops(cfg.ops)
+
 
 # --------------------------------------------------------------------------- small helpers
-class Timer:
-    """Wall clock that waits for the GPU first (stage timings)."""
+class StageClock:
+    """Seconds per stage of a round, measured by ``with clock("score"):``
+    (waiting for the GPU first). A stage nested in another is counted in
+    its own entry only: the "patches" made inside "train" are not train
+    time."""
 
     def __init__(self, device):
         self.cuda = torch.device(device).type == "cuda"
+        self.seconds = {}
+        self._open = []  # [seconds spent in nested stages] of each open stage
 
     def now(self) -> float:
         if self.cuda:
             torch.cuda.synchronize()
         return time.perf_counter()
+
+    def reset(self, *names) -> None:
+        """A new round: every entry cleared, `names` set to 0."""
+        self.seconds = {n: 0.0 for n in names}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        nested = [0.0]
+        self._open.append(nested)
+        t0 = self.now()
+        try:
+            yield
+        finally:
+            total = self.now() - t0
+            self._open.pop()
+            self.seconds[name] = self.seconds.get(name, 0.0) + total - nested[0]
+            if self._open:
+                self._open[-1][0] += total
 
 
 def seed_for(seed: int, round_index: int, stage: int) -> int:
@@ -78,23 +111,17 @@ def seed_for(seed: int, round_index: int, stage: int) -> int:
     return (int(seed) * 1_000_003 + int(round_index) * 7_919 + int(stage) * 104_729) % (2**31 - 1)
 
 
+def amp_dtype(device, enabled: bool):
+    """The run's one autocast rule: bfloat16 on CUDA when --amp, else None
+    (on the CPU bfloat16 autocast is many times slower;
+    :func:`warn_about_machine` says so once at the start of a run)."""
+    return torch.bfloat16 if enabled and torch.device(device).type == "cuda" else None
+
+
 def autocast(device, enabled: bool):
-    """bfloat16 autocast on CUDA when enabled; nothing on the CPU (where
-    bfloat16 autocast is many times slower; ``validate_for_machine`` says
-    so once at the start of a run)."""
-    if enabled and torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def progress_bar(iterable, *, total, desc, enabled):
-    """A tqdm bar on stderr when enabled and stderr is a terminal (a log
-    file gets no bars)."""
-    if not enabled or not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm  # optional dependency, only for interactive runs
-
-    return tqdm(iterable, total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+    """A context manager applying :func:`amp_dtype` (nothing when it is None)."""
+    dtype = amp_dtype(device, enabled)
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -244,27 +271,29 @@ def load_datasets(cfg: AdaptConfig):
 
 # --------------------------------------------------------------------------- context
 class Context:
-    """What every stage needs: config, ops, device, datasets, loaders and the
-    verifier (None unless --verify, which implies --ops fused)."""
+    """What every stage needs: config, ops, device, stage clock, datasets
+    and loaders."""
 
     def __init__(self, cfg: AdaptConfig, model, datasets):
         self.cfg = cfg
-        self.ops = Ops(cfg.ops)
+        self.ops = make_ops(cfg)
         self.device = resolve_device(cfg.device)
-        self.verifier = Verifier() if cfg.verify else None
+        self.clock = StageClock(self.device)
         self.source, self.target_base, self.val = datasets
         self.target_view = View(self.target_base)
         self.normalization = getattr(model, "input_normalization", "imagenet")
         self.classes = class_set(self.source, self.target_base, self.val, cfg.num_classes)
         self.class_names = class_names(self.target_base, cfg.num_classes)
-        self.progress = bool(cfg.progress) and sys.stderr.isatty()
+        self.progress = bool(cfg.progress) and sys.stderr.isatty()  # the evaluator's own display on a terminal
         self.loader_kind = resolve_loader(cfg.loader)
         self.loader_device = "cpu"
         if self.device.type == "cuda" and cfg.loader_device == "auto":
             self.loader_device = "cuda" if self.device.index is None else f"cuda:{self.device.index}"
         self.bad_files = {}  # path -> reason, with --skip-bad-files
         val_size = None if cfg.eval_size == "native" else tuple(cfg.image_size)
-        self.val_loader = self.loader(self.val, batch_size=cfg.score_batch_size, size=val_size, shard=True)
+        val_loader = self.loader(self.val, batch_size=cfg.score_batch_size, size=val_size, shard=True)
+        self.val_loader = Progress(val_loader, total=len(val_loader), desc="eval", unit="batches",
+                                   enabled=cfg.progress, bar=False)
 
     def _bad_file(self, path, message):
         """--skip-bad-files: an unreadable file, logged the first time."""
@@ -295,7 +324,7 @@ def resolve_loader(kind: str) -> str:
 
 def warn_about_machine(cfg: AdaptConfig, device: torch.device) -> None:
     """Says once what an option will not do on this machine."""
-    if cfg.amp and device.type != "cuda":
+    if cfg.amp and amp_dtype(device, cfg.amp) is None:
         warnings.warn("lse_fast.adapt: --amp (bfloat16 autocast) applies on CUDA only; this run on the CPU "
                       "computes in float32", RuntimeWarning, stacklevel=2)
 

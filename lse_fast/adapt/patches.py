@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import torch
 
 from lse_fast import selection as sel
-from lse_fast.adapt.context import IGNORE, Context, seed_for
+from lse_fast.adapt.context import Context, seed_for
 from lse_fast.adapt.scoring import ScoreResult, target_probs
+from lse_fast.data import IGNORE_INDEX
 from lse_fast.patches import random_boxes
 
 EXAMPLES = 4  # patches kept per round for the pseudo-label plot
@@ -31,7 +32,6 @@ class PatchPlan:
     size: tuple
     thresholds: torch.Tensor  # float32 [C], NaN replaced by -1 (keeps nothing)
     teacher: typing.Optional[torch.nn.Module] = None  # frozen copy of the scoring model when maps are recomputed
-    seconds: float = 0.0  # time in the patch ops (and drawing the boxes)
     examples: list = field(default_factory=list)  # (image patch, pseudo-label) pairs on the CPU
 
     @property
@@ -66,11 +66,7 @@ def make_patches(ctx: Context, plan: PatchPlan, scores: ScoreResult, batch):
     thresholds = plan.thresholds.to(device)
     patches = ctx.ops.crop_resize(x, local, size)
     labels = sel.pseudo_labels(probs, local, size, thresholds, image_size=size, entropy_norm=cfg.entropy_norm,
-                               filter_interp=cfg.filter_interp, ignore_index=IGNORE, ops=ctx.ops)
-    if ctx.verifier is not None:
-        ctx.verifier.crop_resize(x, local, size, patches)
-        if cfg.entropy_norm == "log_c" and cfg.filter_interp == "nearest":
-            ctx.verifier.pseudo(probs, local, size, thresholds, size, labels)
+                               filter_interp=cfg.filter_interp, ignore_index=IGNORE_INDEX, ops=ctx.ops)
     for j in range(min(EXAMPLES - len(plan.examples), patches.shape[0])):
         plan.examples.append((patches[j].detach().cpu(), labels[j].cpu()))
     return patches, labels

@@ -11,10 +11,8 @@ A resumed run redoes the round in progress from the last finished round's
 checkpoint; every round's randomness is derived from (seed, round, stage),
 so the result equals that of an uninterrupted run (on a CPU, exactly).
 
-Test hook: the environment variable ``LSE_FAST_KILL_AT=STAGE:COUNT[:SIGNAL]``
-makes the driver send itself SIGNAL (KILL by default, or INT) the COUNT-th
-time it reaches STAGE (:data:`KILL_STAGES`); tests use it to kill a run at a
-deterministic point.
+Fault-injection sites (``faults.point``) mark where the resume tests kill
+a run (:mod:`lse_fast.adapt.faults`).
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ import json
 import math
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -36,62 +33,12 @@ import torch
 import yaml
 
 import lse_fast
+from lse_fast.adapt import faults
 from lse_fast.adapt.config import AdaptConfig, ConfigError, from_dict
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
 TMP_SUFFIX = ".tmp"
-
-# --------------------------------------------------------------------------- kill points (test hook)
-KILL_ENV = "LSE_FAST_KILL_AT"
-KILL_STAGES = {
-    "start": "the run directory was just created (before data and model are loaded)",
-    "source": "after a source-training step",
-    "score": "after a batch of target images was scored",
-    "select": "in the selection step, after the scores are complete",
-    "train": "after a self-training step",
-    "checkpoint": "in the middle of writing a checkpoint (half of its bytes in the temporary file)",
-    "metrics": "in the middle of writing metrics.json",
-    "round": "after a round was recorded",
-}
-_kill_counts: dict = {}
-
-
-def _kill_spec():
-    text = os.environ.get(KILL_ENV)
-    if not text:
-        return None
-    parts = text.split(":")
-    sig = parts[2].upper() if len(parts) == 3 else "KILL"
-    ok = len(parts) in (2, 3) and parts[0] in KILL_STAGES and parts[1].isdigit() and int(parts[1]) >= 1
-    if not ok or sig not in ("KILL", "INT"):
-        raise ConfigError(
-            f"lse_fast.adapt: {KILL_ENV} (a test hook) must be STAGE:COUNT[:KILL|INT] with STAGE one of "
-            f"{', '.join(KILL_STAGES)} and COUNT >= 1, got {text!r}"
-        )
-    return parts[0], int(parts[1]), signal.SIGKILL if sig == "KILL" else signal.SIGINT
-
-
-def check_kill_hook() -> None:
-    """ConfigError for a malformed ``LSE_FAST_KILL_AT`` (checked at the start)."""
-    _kill_spec()
-
-
-def kill_point(stage: str) -> None:
-    """Test hook: sends this process the signal of ``LSE_FAST_KILL_AT`` the
-    COUNT-th time `stage` is reached; nothing when the variable is unset."""
-    spec = _kill_spec()
-    if spec is None:
-        return
-    assert stage in KILL_STAGES, stage
-    _kill_counts[stage] = _kill_counts.get(stage, 0) + 1
-    if spec[0] == stage and _kill_counts[stage] == spec[1]:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.kill(os.getpid(), spec[2])
-        if spec[2] == signal.SIGINT:
-            time.sleep(1.0)  # the KeyboardInterrupt is raised here, at the next bytecode
-
 
 # --------------------------------------------------------------------------- atomic files
 def _write_all(f, data: bytes) -> None:
@@ -133,7 +80,7 @@ def atomic_write(path, data: bytes, stage: str | None = None) -> None:
             _write_all(f, data[:half])
             if stage is not None:
                 f.flush()
-                kill_point(stage)
+                faults.point(stage)
             _write_all(f, data[half:])
             f.flush()
             os.fsync(f.fileno())
@@ -318,7 +265,7 @@ class Run:
         except OSError:
             run.discard()
             raise
-        kill_point("start")
+        faults.point("start")
         return run
 
     def discard(self) -> None:
@@ -423,7 +370,7 @@ class Run:
             for old in (self.path / "checkpoints").glob("round_*.pt"):
                 if old != ckpt:
                     old.unlink()
-        kill_point("round")
+        faults.point("round")
 
     def load_round(self, model: torch.nn.Module, round_index: int):
         p = self.checkpoint_path(round_index)
@@ -447,8 +394,4 @@ class Run:
             ) from None
 
 
-def config_from_run(path) -> dict:
-    return Run.load_config(path)
-
-
-__all__ = ["Run", "provenance", "config_from_run", "from_dict"]
+__all__ = ["Run", "provenance", "from_dict"]

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from lse_fast import selection as sel
-from lse_fast.adapt import distributed
-from lse_fast.adapt.context import Context, autocast, log, progress_bar
-from lse_fast.adapt.runs import kill_point
+from lse_fast.adapt import distributed, faults
+from lse_fast.adapt.context import Context, autocast, log
+from lse_fast.adapt.progress import progress
 
 
 @dataclass
@@ -68,7 +68,7 @@ def score_target(ctx: Context, model, portion: float) -> ScoreResult:
     scored = []
     model.eval()
     with torch.no_grad():
-        for batch in progress_bar(loader, total=len(loader), desc="score", enabled=ctx.progress):
+        for batch in progress(loader, total=len(loader), desc="score", unit="batches", enabled=cfg.progress):
             x = batch["image"].to(ctx.device)
             idx = batch["index"].cpu()
             scored.extend(idx.tolist())
@@ -82,15 +82,13 @@ def score_target(ctx: Context, model, portion: float) -> ScoreResult:
             # scoring that map was measured and lowered the built-in run's
             # mIoU (README).
             s = ops.score(logits, size=tuple(cfg.image_size))
-            if ctx.verifier is not None:
-                ctx.verifier.score(logits, s, size=tuple(cfg.image_size))
             pixels[idx] = s.class_pixels.cpu()
             conf[idx] = s.class_confidence.cpu().double()
             if cfg.entropy_norm == "minmax":
                 ent[idx] = sel.minmax_class_entropy_sums(s, c).cpu()
             else:
                 ent[idx] = s.class_entropy.cpu().double()
-            kill_point("score")
+            faults.point("score")
             if not keep_maps:
                 continue
             p = torch.softmax(logits, dim=1).cpu()

@@ -11,15 +11,14 @@ import os
 import time
 
 import torch
-import torch.nn.functional as F
 
 import lse_fast
 from lse_fast import models
 from lse_fast.adapt import distributed
 from lse_fast.adapt.config import AdaptConfig, ConfigError
-from lse_fast.adapt.context import Context, build_model, infinite, log, progress_bar, seed_for, synthetic_dir
-from lse_fast.adapt.runs import atomic_torch_save, kill_point
-from lse_fast.adapt.training import check_loss
+from lse_fast.adapt.context import Context, build_model, infinite, log, seed_for, synthetic_dir
+from lse_fast.adapt.runs import atomic_torch_save
+from lse_fast.adapt.training import make_optimizer, poly_schedule, set_train_mode, supervised_loss, train_loop
 
 
 def load_init(cfg: AdaptConfig, model) -> str:
@@ -112,23 +111,10 @@ def color_augment(x, generator):
 
 
 def source_optimizer(cfg: AdaptConfig, model):
-    """The source stage's optimiser: Adam over every parameter (the small
-    model's recipe), or the peers' recipe: SGD with momentum and weight decay
-    and ``pretrain_head_lr_mult`` times the learning rate on the head."""
-    if cfg.pretrain_optimizer == "adam" and cfg.pretrain_head_lr_mult == 1.0 and cfg.pretrain_weight_decay == 0.0 \
-            and cfg.pretrain_momentum == 0.9:
-        return torch.optim.Adam(model.parameters(), lr=cfg.pretrain_lr)
-    head = tuple(getattr(model, "head_prefixes", ()))
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in named if not (head and n.startswith(head))], "lr": cfg.pretrain_lr},
-              {"params": [p for n, p in named if head and n.startswith(head)],
-               "lr": cfg.pretrain_lr * cfg.pretrain_head_lr_mult}]
-    groups = [g for g in groups if g["params"]]
-    if cfg.pretrain_optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.pretrain_lr, momentum=cfg.pretrain_momentum,
-                               weight_decay=cfg.pretrain_weight_decay)
-    return torch.optim.Adam(groups, lr=cfg.pretrain_lr, betas=(cfg.pretrain_momentum, 0.999),
-                            weight_decay=cfg.pretrain_weight_decay)
+    """The source stage's optimiser (the pretrain_* options): Adam for the
+    small model, the peers' SGD recipe with a faster head for the paper's."""
+    return make_optimizer(model, cfg.pretrain_optimizer, lr=cfg.pretrain_lr, momentum=cfg.pretrain_momentum,
+                          weight_decay=cfg.pretrain_weight_decay, head_lr_mult=cfg.pretrain_head_lr_mult)
 
 
 def source_checkpoint_path(ctx: Context):
@@ -173,27 +159,21 @@ def pretrain_source(ctx: Context, model):
     batches = infinite(loader)
     aug_gen = torch.Generator().manual_seed(seed_for(cfg.seed, 0, 12))
     opt = source_optimizer(cfg, model)
-    n = cfg.pretrain_iters
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - min(s, n - 1) / n) ** 0.9)
-    model.train()
+    set_train_mode(model, freeze_bn=False)
     net = distributed.wrap(ctx, model)
-    bar = progress_bar(range(n), total=n, desc="source", enabled=ctx.progress)
-    last = float("nan")
-    for step in bar:
+
+    def step_loss(step):
         b = next(batches)
         x, y = b["image"].to(ctx.device), b["label"].to(ctx.device)
         if cfg.pretrain_color_aug:
             x = color_augment(x, aug_gen)
-        out = F.interpolate(net(x).float(), size=tuple(y.shape[-2:]), mode="bilinear", align_corners=False)
-        loss = ctx.ops.focal_ce_loss(out, y, gamma=0.0, beta=0.0)
-        last = check_loss(float(loss.detach()), f"source training, step {step + 1}/{n} (nothing is cached)")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        kill_point("source")
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{last:.4f}")
+        loss, _ = supervised_loss(ctx, net, x, y, 0.0, 0.0, amp=False)  # float32 (the cache key has no amp)
+        return loss
+
+    n = cfg.pretrain_iters
+    losses = train_loop(ctx, opt, poly_schedule(opt, n), n, step_loss, desc="source", where="source training",
+                        note=" (nothing is cached)", fault="source")
+    last = losses[-1]
     if distributed.current().is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save({"model": model.state_dict(), "config": cfg.to_dict()}, path)

@@ -1,8 +1,10 @@
 """Step 4 of a round (paper Sections 3.5-3.6): training on the patches of
 the selected images with ``focal_ce_loss(gamma, beta)`` plus the plain CE
 (``focal_ce_loss`` with beta = 0) on a source batch; a fresh optimiser per
-round. The seconds reported for "patches" are the time spent making patches
-and pseudo-labels (plus drawing the boxes); "train" is the rest.
+round. Also the one training loop (:func:`train_loop`) and optimiser
+builder (:func:`make_optimizer`) of the source stage. The round's seconds
+in making patches and pseudo-labels (plus drawing the boxes) are its
+"patches" stage, the rest of the training its "train" stage.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lse_fast.adapt import distributed
-from lse_fast.adapt.context import Context, Timer, View, autocast, infinite, progress_bar, seed_for
+from lse_fast.adapt import distributed, faults
+from lse_fast.adapt.context import Context, View, autocast, infinite, seed_for
 from lse_fast.adapt.patches import PatchPlan, make_patches, plan_patches
-from lse_fast.adapt.runs import kill_point
+from lse_fast.adapt.progress import progress
 from lse_fast.adapt.scoring import ScoreResult
 
 
@@ -39,8 +41,6 @@ def check_loss(value: float, where: str) -> float:
 @dataclass
 class TrainResult:
     loss: float
-    patches_seconds: float
-    seconds: float
     steps: int
     patches: int
     examples: list
@@ -56,16 +56,22 @@ def set_train_mode(model, freeze_bn):
                 m.eval()
 
 
-def make_optimizer(cfg, params, lr=None):
-    lr = cfg.lr if lr is None else lr
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+def make_optimizer(model, kind, *, lr, momentum, weight_decay, head_lr_mult=1.0):
+    """Adam (beta1 = `momentum`) or SGD with momentum over the trainable
+    parameters of `model`, the head (``model.head_prefixes``) at
+    `head_lr_mult` times the learning rate."""
+    head = tuple(getattr(model, "head_prefixes", ()))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if not (head and n.startswith(head))], "lr": lr},
+              {"params": [p for n, p in named if head and n.startswith(head)], "lr": lr * head_lr_mult}]
+    groups = [g for g in groups if g["params"]]
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.Adam(groups, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
 
 
-def make_scheduler(cfg, opt, total_steps):
-    if cfg.lr_schedule != "poly":
-        return None
+def poly_schedule(opt, total_steps):
+    """Learning rate times (1 - step / total_steps) ** 0.9."""
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - min(s, total_steps - 1) / total_steps) ** 0.9)
 
 
@@ -73,17 +79,15 @@ def steps_per_round(cfg, num_patches: int) -> int:
     return max(1, math.ceil(cfg.epochs * num_patches / cfg.batch_size))
 
 
-def patch_batches(ctx: Context, plan: PatchPlan, scores: ScoreResult, images, shuffle_gen, timer: Timer):
+def patch_batches(ctx: Context, plan: PatchPlan, scores: ScoreResult, images, shuffle_gen):
     """Endless training batches (patches [B, 3, h, w], labels [B, h, w]) of
     ``batch_size`` patches: each loaded chunk of images becomes k patches per
-    image, shuffled, and queued; the time spent making them is added to
-    ``plan.seconds``."""
+    image, shuffled, and queued; making them is the round's "patches" stage."""
     bs = ctx.cfg.batch_size
     queue_x, queue_y = [], []
     for batch in infinite(images):
-        t0 = timer.now()
-        patches, labels = make_patches(ctx, plan, scores, batch)
-        plan.seconds += timer.now() - t0
+        with ctx.clock("patches"):
+            patches, labels = make_patches(ctx, plan, scores, batch)
         perm = torch.randperm(patches.shape[0], generator=shuffle_gen).to(ctx.device)
         queue_x.append(patches[perm])
         queue_y.append(labels[perm])
@@ -97,39 +101,38 @@ def patch_batches(ctx: Context, plan: PatchPlan, scores: ScoreResult, images, sh
         queue_x, queue_y = [xs[start:]], [ys[start:]]
 
 
-def supervised_loss(ctx: Context, model, x, y, gamma, beta):
-    """focal_ce_loss of the model's logits upsampled to the label size."""
-    with autocast(ctx.device, ctx.cfg.amp):
+def supervised_loss(ctx: Context, model, x, y, gamma, beta, amp=None):
+    """focal_ce_loss of the model's logits upsampled to the label size
+    (forward under the run's autocast unless `amp` is False)."""
+    with autocast(ctx.device, ctx.cfg.amp if amp is None else amp):
         out = model(x)
     out = F.interpolate(out.float(), size=tuple(y.shape[-2:]), mode="bilinear", align_corners=False)
     loss = ctx.ops.focal_ce_loss(out, y, gamma=gamma, beta=beta)
     return loss, out
 
 
-def train_step(ctx: Context, model, opt, sched, target_batch, source_batches, where="a training step") -> float:
-    """One optimiser step on a batch of target patches (and a source batch
-    when the source term is on); returns the loss. A NaN or infinite loss
-    raises NonFiniteLoss before the step is taken."""
-    cfg = ctx.cfg
-    px, py = target_batch
-    loss, out = supervised_loss(ctx, model, px, py, cfg.gamma, cfg.beta)
-    if ctx.verifier is not None:
-        ctx.verifier.loss(out, py, cfg.gamma, cfg.beta)
-    if source_batches is not None:
-        sb = next(source_batches)
-        sx, sy = sb["image"].to(ctx.device), sb["label"].to(ctx.device)
-        source_loss, _ = supervised_loss(ctx, model, sx, sy, 0.0, 0.0)
-        loss = loss + cfg.source_weight * source_loss
-    value = check_loss(float(loss.detach()), where)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    if sched is not None:
-        sched.step()
-    return value
+def train_loop(ctx: Context, opt, sched, total_steps, step_loss, *, desc, where, note="", fault="train") -> list:
+    """The one training loop (source stage and rounds): `total_steps`
+    optimiser steps on ``step_loss(step)``; returns the losses. A NaN or
+    infinite loss raises NonFiniteLoss ("`where`, step s/n: ...`note`")
+    before its step is taken."""
+    losses = []
+    steps = progress(range(total_steps), total=total_steps, desc=desc, enabled=ctx.cfg.progress)
+    for step in steps:
+        loss = step_loss(step)
+        value = check_loss(float(loss.detach()), f"{where}, step {step + 1}/{total_steps}{note}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        losses.append(value)
+        faults.point(fault)
+        steps.note(f"loss {value:.4f}")
+    return losses
 
 
-def train_round(ctx: Context, model, scores: ScoreResult, selection, round_index: int, timer: Timer) -> TrainResult:
+def train_round(ctx: Context, model, scores: ScoreResult, selection, round_index: int) -> TrainResult:
     """Patches of the selected images made on the fly and trained on for
     ``epochs`` passes over them. In a distributed run each rank trains on
     its share of the selected images (:func:`distributed.share_plan`) under
@@ -137,14 +140,13 @@ def train_round(ctx: Context, model, scores: ScoreResult, selection, round_index
     ``epochs`` passes over the largest share."""
     cfg = ctx.cfg
     if selection.indices.numel() == 0:
-        return TrainResult(float("nan"), 0.0, 0.0, 0, 0, [])
-    t_start = timer.now()
-    plan = plan_patches(ctx, selection, round_index)
-    num_patches = plan.num_patches
-    plan = distributed.share_plan(ctx, plan, scores)
-    if scores.probs is None:
-        plan.teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    plan.seconds = timer.now() - t_start
+        return TrainResult(float("nan"), 0, 0, [])
+    with ctx.clock("patches"):
+        plan = plan_patches(ctx, selection, round_index)
+        num_patches = plan.num_patches
+        plan = distributed.share_plan(ctx, plan, scores)
+        if scores.probs is None:
+            plan.teacher = copy.deepcopy(model).eval().requires_grad_(False)
     total_steps = steps_per_round(cfg, distributed.per_rank_patches(num_patches))
     chunk_images = max(1, math.ceil(cfg.batch_size / plan.k)) * 4
     images = ctx.loader(View(ctx.target_base, plan.chosen), batch_size=chunk_images, size=plan.size,
@@ -156,19 +158,24 @@ def train_round(ctx: Context, model, scores: ScoreResult, selection, round_index
         source_batches = infinite(source)
     torch.manual_seed(seed_for(cfg.seed, round_index, 4))
     shuffle_gen = torch.Generator().manual_seed(seed_for(cfg.seed, round_index, 5))
-    opt = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
-    sched = make_scheduler(cfg, opt, total_steps)
+    opt = make_optimizer(model, cfg.optimizer, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = poly_schedule(opt, total_steps) if cfg.lr_schedule == "poly" else None
     set_train_mode(model, cfg.freeze_bn)
     net = distributed.wrap(ctx, model)
-    batches = patch_batches(ctx, plan, scores, images, shuffle_gen, timer)
-    losses = []
-    bar = progress_bar(range(total_steps), total=total_steps, desc=f"train r{round_index}", enabled=ctx.progress)
-    for step in bar:
-        where = f"round {round_index}, step {step + 1}/{total_steps}"
-        losses.append(train_step(ctx, net, opt, sched, next(batches), source_batches, where))
-        kill_point("train")
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    batches = patch_batches(ctx, plan, scores, images, shuffle_gen)
+
+    def step_loss(step):
+        px, py = next(batches)
+        loss, _ = supervised_loss(ctx, net, px, py, cfg.gamma, cfg.beta)
+        if source_batches is not None:
+            sb = next(source_batches)
+            sx, sy = sb["image"].to(ctx.device), sb["label"].to(ctx.device)
+            source_loss, _ = supervised_loss(ctx, net, sx, sy, 0.0, 0.0)
+            loss = loss + cfg.source_weight * source_loss
+        return loss
+
+    losses = train_loop(ctx, opt, sched, total_steps, step_loss, desc=f"train r{round_index}",
+                        where=f"round {round_index}")
     batches.close()
     loss = distributed.mean_over_ranks(ctx, sum(losses) / len(losses))
-    return TrainResult(loss, plan.seconds, timer.now() - t_start, total_steps, num_patches, plan.examples)
+    return TrainResult(loss, total_steps, num_patches, plan.examples)

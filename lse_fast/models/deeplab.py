@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lse_fast.models import register
+from lse_fast.models.registry import register
 from lse_fast.models._record import LayoutRecord
 
 _AUX_NOTE = (
@@ -41,6 +41,21 @@ _FAMILY_NOTE = (
     "DeepLab-v2 checkpoint of the AdaptSegNet/ADVENT family (a trained head without lse_fast's `layer5.branches` "
     "record): those were trained with the early-return ASPP that sums only the first two branches"
 )
+
+
+def init_weights(model, head, *, freeze_bn=False):
+    """He-normal convolutions and unit BatchNorm layers everywhere but the
+    ASPP `head` (initialised by :class:`ASPPSum` itself); with `freeze_bn`
+    the BatchNorm affine parameters are not trained."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and not any(m is c for c in head.conv2d_list):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+            if freeze_bn:
+                m.weight.requires_grad_(False)
+                m.bias.requires_grad_(False)
 
 
 class ASPPSum(LayoutRecord):
@@ -151,15 +166,7 @@ class DeepLabV2(nn.Module):
         self.layer3 = self._make_layer(256, layers[2], dilation=2)
         self.layer4 = self._make_layer(512, layers[3], dilation=4)
         self.layer5 = ASPPSum(2048, num_classes, branches=aspp_branches)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and not any(m is c for c in self.layer5.conv2d_list):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-                if freeze_bn:
-                    m.weight.requires_grad_(False)
-                    m.bias.requires_grad_(False)
+        init_weights(self, self.layer5, freeze_bn=freeze_bn)
 
     def _make_layer(self, planes, blocks, stride=1, dilation=1):
         downsample = None

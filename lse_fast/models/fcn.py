@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lse_fast.models import register
+from lse_fast.models.registry import register
 from lse_fast.models._record import LayoutRecord
 
 _VGG16 = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))

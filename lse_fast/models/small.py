@@ -7,8 +7,8 @@ ordinary trainable BatchNorm (it trains from scratch). The default model of
 import torch.nn.functional as F
 from torch import nn
 
-from lse_fast.models import register
-from lse_fast.models.deeplab import ASPPSum
+from lse_fast.models.registry import register
+from lse_fast.models.deeplab import ASPPSum, init_weights
 
 
 def _conv_bn(cin, cout, stride=1, dilation=1):
@@ -57,12 +57,7 @@ class SmallDeepLab(nn.Module):
         self.layer2 = BasicBlock(w1, w2, stride=2)
         self.layer3 = nn.Sequential(*[BasicBlock(w2, w2, dilation=d) for d in dilations])
         self.classifier = ASPPSum(w2, num_classes, aspp_dilations)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and not any(m is c for c in self.classifier.conv2d_list):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, self.classifier)
 
     def forward(self, x):
         return self.classifier(self.layer3(self.layer2(self.layer1(self.stem(x)))))
