@@ -144,10 +144,10 @@ def test_verify_is_an_op_set_no_step_names():
     probs = torch.softmax(torch.randn(2, 5, 8, 16, generator=g) * 3, 1)
     boxes = random_boxes(2, (32, 64), k=3, generator=g)
     thr = torch.tensor([0.2, 0.5, -1.0, 0.9, 0.4])
-    want = pseudo_labels(Ops("fused"), probs, boxes, (16, 32), thr, image_size=(32, 64), entropy_norm="minmax",
-                         filter_interp="nearest")
-    got = pseudo_labels(v, probs, boxes, (16, 32), thr, image_size=(32, 64), entropy_norm="minmax",
-                        filter_interp="nearest")
+    want = pseudo_labels(probs, boxes, (16, 32), thr, image_size=(32, 64), entropy_norm="minmax",
+                         filter_interp="nearest", ops=Ops("fused"))
+    got = pseudo_labels(probs, boxes, (16, 32), thr, image_size=(32, 64), entropy_norm="minmax",
+                        filter_interp="nearest", ops=v)
     assert torch.equal(got, want)
     assert set(v.report()["max_deviation"]) == {"crop_resize", "crop_pseudo_labels"}
     assert "nearest_disagreement" in v.report()["max_deviation"]["crop_resize"]
