@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -336,6 +337,24 @@ def _dali_version():
     return dali.__version__
 
 
+@functools.lru_cache(maxsize=1)
+def _git_state():
+    """(revision, dirty) of the checkout lse_fast is imported from (None when
+    not a git checkout); asked once per process."""
+    repo = Path(lse_fast.__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return rev.stdout.strip() or None, bool(dirty.stdout.strip()) if rev.returncode == 0 else None
+
+
 def provenance(seed: int) -> dict:
     """Seed, versions and git revision recorded with every run."""
     info = {
@@ -351,19 +370,7 @@ def provenance(seed: int) -> dict:
     info["dali"] = _dali_version()
     info["numpy"] = numpy.__version__
     info["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    repo = Path(lse_fast.__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
-        )
-        info["git_revision"] = rev.stdout.strip() or None
-        info["git_dirty"] = bool(dirty.stdout.strip()) if rev.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        info["git_revision"] = None
+    info["git_revision"], info["git_dirty"] = _git_state()
     return info
 
 
@@ -498,6 +505,14 @@ def _fmt(v) -> str:
     if isinstance(v, list):
         return "x".join(str(x) for x in v)
     return repr(v) if isinstance(v, str) or v is None else str(v)
+
+
+def _flag(name: str, value) -> str:
+    """The command-line form of an option value (for a suggested command)."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + name.replace("_", "-")
+    return f"{flag} {'x'.join(map(str, value)) if isinstance(value, list) else value}"
 
 
 class Run:
@@ -753,7 +768,7 @@ class Run:
         for name, (old, new) in diffs.items():
             now = "given with --resume" if name in given else "config.yaml"
             parts.append(f"{name} {_fmt(old)} -> {_fmt(new)} ({now}; recorded in {where[name]})")
-        flags = " ".join(f"--{n.replace('_', '-')} {_fmt(diffs[n][1])}" for n in diffs if n in given)
+        flags = " ".join(_flag(n, diffs[n][1]) for n in diffs if n in given)
         raise ConfigError(
             f"lse_fast.adapt: --resume {str(path)!r}: the configuration differs from the one the run was made "
             f"with: {', '.join(parts)}; a resumed run keeps every option that changes results (only "
