@@ -148,7 +148,8 @@ def test_a_signal_leaves_a_resumable_directory(sig, cache, reference, tmp_path):
     assert [r["round"] for r in json.loads((run_dir / "metrics.json").read_text())["rounds"]] == [1]
     assert tmp_files(run_dir) == []
     if resume:  # options that do not change results may differ
-        main(["--resume", str(run_dir)] + (["--keep-checkpoints", "last", "--num-threads", "1"] if sig == "TERM" else []))
+        neutral = ["--keep-checkpoints", "last", "--num-threads", "1"] if sig == "TERM" else []
+        main(["--resume", str(run_dir)] + neutral)
         assert stable(run_dir) == reference
 
 
@@ -160,7 +161,8 @@ def test_a_signal_during_a_write_takes_effect_after_it(cache, tmp_path):
     p = run_killed(TINY + ["--cache-dir", cache, "--run-dir", str(run_dir)], "metrics:4:TERM")
     assert p.returncode == 143, p.stderr[-2000:]
     assert "interrupted by SIGTERM; continue with" in p.stderr and "Traceback" not in p.stderr
-    m = json.loads((run_dir / "metrics.json").read_text())  # write 4: round 1's entry (1 and 2: the new run, 3: source-only)
+    # metrics.json write 4: round 1's entry (writes 1 and 2: the new run, 3: the source-only result)
+    m = json.loads((run_dir / "metrics.json").read_text())
     assert [r["round"] for r in m["rounds"]] == [1] and m["source_only"] is not None
     assert (run_dir / "checkpoints" / "round_1.pt").is_file() and tmp_files(run_dir) == []
 

@@ -1,8 +1,9 @@
 """Run-directory integrity (issue 21): one writer per run directory (the
 race of two processes claiming one directory, released together at a
-barrier; a stale lock: tests/test_resume.py's SIGKILL cases), termination signals held back during a write, the --debug flag,
-and the list of options a resumed run may change. Signals sent to a whole
-run: tests/test_resume.py (one process) and tests/test_distributed.py
+barrier; a stale lock: tests/test_resume.py's SIGKILL cases), termination
+signals held back during a write, the --debug flag, and the list of
+options a resumed run may change. Signals sent to a whole run:
+tests/test_resume.py (one process) and tests/test_distributed.py
 (torchrun); bad or changed run directories: tests/test_census_driver.py."""
 
 import dataclasses

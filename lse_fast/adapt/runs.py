@@ -20,7 +20,9 @@ compared with the configuration recorded in every kept checkpoint and in
 metrics.json's provenance (:func:`config_differences`); options outside
 :data:`RESULT_NEUTRAL` must not differ. Every file read back (config.yaml,
 metrics.json, the checkpoints) is validated first; a malformed one stops
-the run with one line naming it, before anything is written. The run directory (config.yaml, then metrics.json) is created
+the run with one line naming it, before anything is written.
+
+The run directory (config.yaml, then metrics.json) is created
 right after the options are checked, so a run killed at any later moment,
 even in its first seconds, leaves a directory that ``--resume`` continues.
 A resumed run redoes the round in progress from the last finished round's
@@ -600,7 +602,9 @@ class Run:
         try:
             data = json.loads(mfile.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: {METRICS} is not valid JSON ({e}){keep}") from None
+            raise ConfigError(
+                f"lse_fast.adapt: --resume {str(path)!r}: {METRICS} is not valid JSON ({e}){keep}"
+            ) from None
         except OSError as e:
             raise ConfigError(f"lse_fast.adapt: --resume {str(path)!r}: cannot read {METRICS} ({e.strerror})") from None
         problems = metrics_problems(data)
