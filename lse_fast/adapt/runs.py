@@ -628,23 +628,30 @@ class Run:
         directory). The directory's lock is taken first; a directory another
         run holds, or one that came to hold a run meanwhile, is refused."""
         cls.check_new(config)
+        created = False
         if config.run_dir:
             path = Path(config.run_dir)
-        else:
+            try:
+                path.mkdir(parents=True)
+                created = True
+            except FileExistsError:
+                pass  # an empty directory given as --run-dir (or another run's, which the lock finds out)
+            except OSError as e:
+                raise write_error(path, e) from None
+        else:  # runs/<timestamp>[-i]: the first name no other run has made (mkdir is the atomic claim)
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            path = Path("runs") / stamp
-            i = 1
-            while path.exists():
-                path = Path("runs") / f"{stamp}-{i}"
-                i += 1
-        created = False
-        try:
-            path.mkdir(parents=True)
-            created = True
-        except FileExistsError:
-            pass  # an empty directory given as --run-dir (or another run's, which the lock finds out)
-        except OSError as e:
-            raise write_error(path, e) from None
+            for i in range(1000):
+                path = Path("runs") / (stamp if i == 0 else f"{stamp}-{i}")
+                try:
+                    path.mkdir(parents=True)
+                    created = True
+                    break
+                except FileExistsError:
+                    continue
+                except OSError as e:
+                    raise write_error(path, e) from None
+            else:
+                raise ConfigError(f"lse_fast.adapt: runs/{stamp}-0..999 all exist; give --run-dir")
         lock = RunLock.acquire(path)
         config.run_dir = str(path)
         run = cls(path, config, cls._fresh_metrics(config), created=created, lock=lock)
