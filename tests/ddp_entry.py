@@ -3,7 +3,9 @@
 file this process creates, opens for writing, renames or removes under the
 directories in LSE_TEST_WATCH (os.pathsep-separated); the list goes to
 ``$LSE_TEST_AUDIT/rank<RANK>.json`` at exit. Used by tests/test_distributed.py
-to check that only rank 0 writes the run directory and the cache."""
+to check that only rank 0 writes the run directory and the cache. With
+LSE_TEST_TERM_AGENT_AT_ROUND=R, rank 0 sends SIGTERM to the torchrun agent
+as round R starts."""
 
 import atexit
 import json
@@ -40,9 +42,29 @@ def _dump():
             json.dump(WRITES, f)
 
 
+def _term_agent_at(round_index):
+    """Rank 0 sends SIGTERM to its parent, the torchrun agent (which passes
+    it on to every rank), as round `round_index` starts: a scheduler
+    stopping the whole job."""
+    import signal
+
+    from lse_fast.adapt import algorithm
+
+    real = algorithm.run_round
+
+    def run_round(ctx, model, r, *args, **kwargs):
+        if r == round_index:
+            os.kill(os.getppid(), signal.SIGTERM)
+        return real(ctx, model, r, *args, **kwargs)
+
+    algorithm.run_round = run_round
+
+
 if __name__ == "__main__":
     sys.addaudithook(_hook)
     atexit.register(_dump)
+    if os.environ.get("LSE_TEST_TERM_AGENT_AT_ROUND") and os.environ.get("RANK", "0") == "0":
+        _term_agent_at(int(os.environ["LSE_TEST_TERM_AGENT_AT_ROUND"]))
     from lse_fast.adapt import cli
 
     sys.exit(cli(sys.argv[1:]))

@@ -2,10 +2,13 @@
 case per row. Each bad option, option combination, run directory, resume
 target, config file or failing disk must give one clear line naming the
 option or file and what was expected, exit status 2 (bad input, nothing
-written) or 1 (the run failed), never a traceback. The "Driver" table of
+written) or 1 (the run failed), never a traceback; a run directory that
+is damaged, changed or in use by another run is left exactly as it was.
+The "Driver" table of
 docs/reliability.md lists the same cases."""
 
 import errno
+import importlib
 import json
 import re
 from pathlib import Path
@@ -18,19 +21,47 @@ from lse_fast.adapt import runs as runs_mod
 from lse_fast.adapt.config import AdaptConfig
 from lse_fast.adapt.context import build_model
 
+cli_mod = importlib.import_module("lse_fast.adapt.cli")  # the module (lse_fast.adapt.cli is also the function)
+
 # The synthetic benchmark at its smallest, for the few cases that get as far as loading data.
 TINY = ["--synthetic-source", "4", "--synthetic-train", "4", "--synthetic-val", "2", "--image-size", "16x32",
         "--source-size", "16x32", "--no-progress", "--no-plots", "--loader", "pil"]
 
 
+def _round(r):
+    return {"round": r, "portion": 0.1, "selected": 1, "selected_per_class": [], "thresholds": [], "loss": 0.5,
+            "miou": 0.1, "per_class_iou": [], "seconds": {}}
+
+
 def _make_run(tmp, rounds=0):
-    """A run directory as Run.create leaves it (optionally claiming finished rounds)."""
-    run = runs_mod.Run.create(AdaptConfig(run_dir=str(tmp / "old")))
-    if rounds:
-        run.metrics["source_only"] = {"miou": 0.1}
-        run.metrics["rounds"] = [{"round": r} for r in range(1, rounds + 1)]
-        run.save_metrics()
+    """A run directory as Run.create leaves it (optionally claiming finished rounds); its lock released."""
+    with runs_mod.Run.create(AdaptConfig(run_dir=str(tmp / "old"))) as run:
+        if rounds:
+            run.metrics["source_only"] = {"miou": 0.1, "per_class_iou": []}
+            run.metrics["rounds"] = [_round(r) for r in range(1, rounds + 1)]
+            run.save_metrics()
     return run.path
+
+
+def _held(path):
+    """`path` (made if missing) with its run-directory lock held by this process, as a live run holds it
+    (released after the case by runs.release_locks)."""
+    path.mkdir(parents=True, exist_ok=True)
+    runs_mod.RunLock.acquire(path)
+    return path
+
+
+def _edit(path, name, old, new):
+    f = path / name
+    f.write_text(f.read_text().replace(old, new))
+    return path
+
+
+def _unexpected(monkeypatch):
+    def fails():
+        raise KeyError("round")
+
+    monkeypatch.setattr(cli_mod.faults, "check", fails)
 
 
 def _write(tmp, name, text):
@@ -116,18 +147,58 @@ CASES = {
     "resume-empty-dir": (lambda t, r: ["--resume", str(t)], 2,
                          r"--resume '.*': the directory is empty, not a run directory .*without --resume", None),
     "resume-bad-metrics-json": (lambda t, r: ["--resume", str(_make_run(t))], 2,
-                                r"--resume '.*old': metrics.json is not valid JSON", None),
+                                r"--resume '.*old': metrics.json is not valid JSON .*the file is left as it is", None),
+    "resume-metrics-round-without-fields": (lambda t, r: ["--resume", str(_make_run(t))], 2,
+                                            r"--resume '.*old': metrics.json is not the metrics of a run: rounds\[0\] "
+                                            r"has no 'round'; .*the file is left as it is", None),
+    "resume-metrics-not-an-object": (lambda t, r: ["--resume", str(_make_run(t))], 2,
+                                     r"metrics.json is not the metrics of a run: expected an object, got list", None),
+    "resume-metrics-rounds-out-of-order": (lambda t, r: ["--resume", str(_make_run(t))], 2,
+                                           r"metrics.json is not the metrics of a run: rounds\[0\] is round 2, "
+                                           r"expected round 1", None),
     "resume-bad-config-yaml": (lambda t, r: ["--resume", str(_make_run(t))], 2,
                                r"--resume '.*old': config.yaml is not valid YAML", None),
+    "resume-config-yaml-empty": (lambda t, r: ["--resume", str(_make_run(t))], 2,
+                                 r"--resume '.*old': config.yaml is empty; it must hold the run's mapping of options",
+                                 None),
+    "resume-config-yaml-bad-value": (lambda t, r: ["--resume", str(_make_run(t))], 2,
+                                     r"`seed` in the run's config.yaml \('.*old/config.yaml'\) must be int, got 'abc'",
+                                     None),
     "resume-checkpoint-missing": (lambda t, r: ["--resume", str(_make_run(t, rounds=1))] + TINY, 2,
                                   r"round 1 is finished but its checkpoint '.*round_1.pt' is missing", None),
-    "resume-checkpoint-damaged": (lambda t, r: ["--resume", str(_make_run(t, rounds=1))] + TINY, 1,
+    "resume-checkpoint-damaged": (lambda t, r: ["--resume", str(_make_run(t, rounds=1))] + TINY, 2,
                                   r"--resume: checkpoint '.*round_1.pt' is not a readable round checkpoint "
-                                  r"\(truncated or damaged: UnpicklingError: .*\); the run cannot continue", None),
-    "resume-other-num-classes": (lambda t, r: ["--resume", str(_make_run(t, rounds=1)), "--num-classes", "16"] + TINY, 1,
-                                 r"checkpoint '.*round_1.pt' does not fit this run's model \(Error\(s\) in loading "
-                                 r"state_dict.*\); was an option such as --model or --num-classes given with --resume",
-                                 None),
+                                  r"\(truncated or damaged: .*\); the run cannot continue", None),
+    "resume-checkpoint-no-config": (lambda t, r: ["--resume", str(_make_run(t, rounds=1))] + TINY, 2,
+                                    r"checkpoint '.*round_1.pt' is not a readable round checkpoint \(no 'config' "
+                                    r"entry\)", None),
+    "resume-checkpoint-other-round": (lambda t, r: ["--resume", str(_make_run(t, rounds=1))] + TINY, 2,
+                                      r"checkpoint '.*round_1.pt' is not a readable round checkpoint \(it records "
+                                      r"round 2 but is the file of round 1\)", None),
+    "resume-other-num-classes": (lambda t, r: ["--resume", str(_make_run(t, rounds=1)), "--num-classes", "16"], 2,
+                                 r"--resume '.*old': the configuration differs from the one the run was made with: "
+                                 r"num_classes 19 -> 16 \(given with --resume; recorded in metrics.json provenance\);"
+                                 r".*start a new run: python -m lse_fast.adapt --config .*old/config.yaml --run-dir "
+                                 r"NEW_DIR --num-classes 16", None),
+    "resume-changed-option": (lambda t, r: ["--resume", str(_make_run(t)), "--lr", "0.5", "--seed", "3"], 2,
+                              r"the configuration differs .*: lr 0.0001 -> 0.5 \(given with --resume; .*\), seed 0 -> 3 ",
+                              None),
+    "resume-edited-config-yaml": (lambda t, r: ["--resume", str(_edit(_make_run(t), "config.yaml",
+                                                                      "seed: 0", "seed: 5"))], 2,
+                                  r"the configuration differs .*: seed 0 -> 5 \(config.yaml; recorded in "
+                                  r"metrics.json provenance\)", None),
+    "resume-edited-checkpoint-config": (lambda t, r: ["--resume", str(_make_run(t, rounds=1))], 2,
+                                        r"the configuration differs .*: gamma 2.0 -> 3.0 \(config.yaml; "
+                                        r"recorded in checkpoints/round_1.pt\)", None),
+    "run-dir-in-use": (lambda t, r: ["--run-dir", str(_held(t / "busy"))], 2,
+                       r"run directory '.*busy' is in use by another run \(pid \d+ on host .*, since .*\); wait for it "
+                       r"to end \(or stop it\), or choose another --run-dir", None),
+    "resume-in-use": (lambda t, r: ["--resume", str(_held(_make_run(t)))], 2,
+                      r"run directory '.*old' is in use by another run \(pid \d+ on host", None),
+    "unexpected-exception": (lambda t, r: [], 1,
+                             r"error: lse_fast.adapt: unexpected KeyError: 'round' \(a bug, or a file or input this "
+                             r"run did not expect\); re-run with --debug \(or LSE_FAST_DEBUG=1\) to see the traceback",
+                             lambda t, mp: _unexpected(mp)),
     "resume-conflicting-override": (lambda t, r: ["--resume", str(_make_run(t)), "--verify", "--ops", "reference"], 2,
                                     r"--verify compares the fused ops", None),
     # --- --config files ------------------------------------------------------------
@@ -148,11 +219,24 @@ CASES = {
 # Damage applied after the argv builder made the run directory (cases whose file must be broken).
 DAMAGE = {
     "resume-bad-metrics-json": ("old/metrics.json", '{"rounds": [1,'),
+    "resume-metrics-round-without-fields": ("old/metrics.json", '{"provenance": {}, "source_only": {"miou": 0.1, '
+                                            '"per_class_iou": []}, "rounds": [{"miou": 0.2}]}'),
+    "resume-metrics-not-an-object": ("old/metrics.json", "[1, 2]"),
+    "resume-metrics-rounds-out-of-order": ("old/metrics.json", json.dumps(
+        {"provenance": {}, "source_only": {"miou": 0.1, "per_class_iou": []}, "rounds": [_round(2)]})),
     "resume-bad-config-yaml": ("old/config.yaml", "lr: [1,"),
+    "resume-config-yaml-empty": ("old/config.yaml", ""),
+    "resume-config-yaml-bad-value": ("old/config.yaml", "seed: abc\n"),
     "resume-checkpoint-damaged": ("old/checkpoints/round_1.pt", "not a checkpoint"),
 }
-# a round-1 checkpoint of the default 19-class model, resumed with another class count
-DAMAGE_MODEL = {"resume-other-num-classes": "old/checkpoints/round_1.pt"}
+# round-1 checkpoints of the default 19-class model: (file, what it records)
+DAMAGE_MODEL = {
+    "resume-other-num-classes": ("old/checkpoints/round_1.pt", {"round": 1, "config": AdaptConfig().to_dict()}),
+    "resume-checkpoint-no-config": ("old/checkpoints/round_1.pt", {"round": 1}),
+    "resume-checkpoint-other-round": ("old/checkpoints/round_1.pt", {"round": 2, "config": AdaptConfig().to_dict()}),
+    "resume-edited-checkpoint-config": ("old/checkpoints/round_1.pt",
+                                        {"round": 1, "config": dict(AdaptConfig().to_dict(), gamma=2.0)}),
+}
 
 if torch.cuda.is_available():
     CASES["device-cuda-index"] = (lambda t, r: ["--device", "cuda:99"], 2, r"`device` must be cuda:N with N in", None)
@@ -175,8 +259,9 @@ def test_bad_driver_input(case, tmp_path, monkeypatch, capsys):
         name, text = DAMAGE[case]
         (work / name).write_text(text)
     if case in DAMAGE_MODEL:
-        model = build_model(AdaptConfig())
-        torch.save({"round": 1, "model": model.state_dict()}, work / DAMAGE_MODEL[case])
+        name, record = DAMAGE_MODEL[case]
+        torch.save({**record, "model": build_model(AdaptConfig()).state_dict()}, work / name)
+    before = {p: p.read_bytes() for p in work.rglob("*") if p.is_file() and p.name != runs_mod.LOCK}
     if "--run-dir" not in argv and "--resume" not in argv:
         argv = argv + ["--run-dir", str(run_dir)]
     if "--cache-dir" not in argv:
@@ -185,6 +270,8 @@ def test_bad_driver_input(case, tmp_path, monkeypatch, capsys):
         rc = cli(argv)
     except SystemExit as e:  # argparse
         rc = e.code
+    finally:
+        runs_mod.release_locks()  # those _held took
     err = capsys.readouterr().err
     assert rc == status, err
     assert re.search(pattern, err), f"{case}: expected /{pattern}/ in:\n{err}"
@@ -195,8 +282,11 @@ def test_bad_driver_input(case, tmp_path, monkeypatch, capsys):
     assert not run_dir.exists()
     assert not (tmp_path / "runs").exists()
     assert not list(tmp_path.rglob("*.tmp"))
+    # and an existing run directory (damaged or not) is left exactly as it was
+    after = {p: p.read_bytes() for p in work.rglob("*") if p.is_file() and p.name != runs_mod.LOCK}
+    assert after == before
 
 
 def test_census_is_large_enough():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 60
     assert json.dumps(sorted(CASES))  # ids are plain strings (the docs/reliability.md table lists them)

@@ -37,20 +37,28 @@ STABLE = ("selected", "selected_images", "thresholds", "selected_per_class", "ca
           "steps", "loss", "miou", "per_class_iou")
 
 
-def _launch(args, tmp, *, nproc, watch=()):
+# torchrun started with SIGINT, SIGTERM and SIGHUP at their defaults, whatever the parent shell ignores (the
+# ranks inherit them); torchrun passes these signals on to every rank.
+TORCHRUN = ("import runpy, signal, sys\n"
+            "for s in ('SIGINT', 'SIGTERM', 'SIGHUP'):\n"
+            "    signal.signal(getattr(signal, s), signal.SIG_DFL)\n"
+            "sys.argv[0] = 'torchrun'\n"
+            "runpy.run_module('torch.distributed.run', run_name='__main__', alter_sys=True)\n")
+
+
+def _launch(args, tmp, *, nproc, watch=(), env_extra=None):
     """Runs the driver in `nproc` processes (torchrun --standalone; a plain
     process for 1); returns (completed process, seconds, {rank: writes})."""
     audit = Path(tmp) / f"audit-{time.monotonic_ns()}"
     audit.mkdir()
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", LSE_FAST_DIST_TIMEOUT="60",
-               LSE_TEST_AUDIT=str(audit), LSE_TEST_WATCH=os.pathsep.join(str(w) for w in watch))
+               LSE_TEST_AUDIT=str(audit), LSE_TEST_WATCH=os.pathsep.join(str(w) for w in watch), **(env_extra or {}))
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
     if nproc == 1:
         cmd = [sys.executable, ENTRY, *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-               ENTRY, *args]
+        cmd = [sys.executable, "-c", TORCHRUN, "--standalone", "--nproc_per_node", str(nproc), ENTRY, *args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
     seconds = time.perf_counter() - t0
@@ -128,7 +136,8 @@ def test_only_rank_zero_writes_and_provenance(two, one):
     assert set(writes) == {0, 1}, proc.stderr[-2000:]
     assert writes[1] == [], f"rank 1 wrote {writes[1][:5]}"
     written = {Path(p).name for _, p in writes[0]}
-    assert {"metrics.json", "metrics.json.tmp", "config.yaml", "round_1.pt"} <= written
+    assert {"metrics.json", "config.yaml", "round_1.pt"} <= written
+    assert any(n.startswith("metrics.json.") and n.endswith(".tmp") for n in written)  # NAME.<pid>-<random>.tmp
     prov = _metrics(run_dir)["provenance"]
     assert (prov["world_size"], prov["backend"]) == (2, "gloo")
     assert (_metrics(one)["provenance"]["world_size"], _metrics(one)["provenance"]["backend"]) == (1, None)
@@ -158,6 +167,31 @@ def test_two_processes_resume_to_the_same_round(two, work):
     sa = torch.load(src / "checkpoints" / "round_1.pt", weights_only=True)["model"]
     sb = torch.load(run_dir / "checkpoints" / "round_1.pt", weights_only=True)["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_sigterm_to_torchrun_stops_every_rank_and_the_run_resumes(two, work):
+    """SIGTERM to torchrun (a scheduler stopping the job) as round 1 of a
+    resumed 2-process run starts: every rank prints how to resume and
+    stops, round 1 is not recorded, no temporary file is left, and a
+    second --resume ends with the uninterrupted run's round."""
+    src = two[0]
+    run_dir = work / "terminated"
+    shutil.copytree(src, run_dir)
+    m = _metrics(run_dir)
+    m["rounds"], m["finished"] = [], False
+    (run_dir / "metrics.json").write_text(json.dumps(m))
+    (run_dir / "checkpoints" / "round_1.pt").unlink()
+    proc, _, _ = _launch(["--resume", str(run_dir)], work, nproc=2, env_extra={"LSE_TEST_TERM_AGENT_AT_ROUND": "1"})
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        line = f"[rank {rank}/2] interrupted by SIGTERM; continue with: python -m lse_fast.adapt --resume {run_dir}"
+        assert line in proc.stderr.splitlines(), proc.stderr[-3000:]
+    assert "error: " not in proc.stderr
+    assert _metrics(run_dir)["rounds"] == [] and not list(run_dir.rglob("*.tmp"))
+    proc, _, _ = _launch(["--resume", str(run_dir)], work, nproc=2)
+    _ok(proc)
+    a, b = _metrics(src)["rounds"][0], _metrics(run_dir)["rounds"][0]
+    assert {k: b[k] for k in STABLE} == {k: a[k] for k in STABLE}
 
 
 def test_a_failing_rank_ends_the_job_with_its_message(one, work):

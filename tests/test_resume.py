@@ -1,10 +1,11 @@
-"""Resume from any kill point: the driver is killed (SIGKILL, or SIGINT as a
-Ctrl-C) in a subprocess at a deterministic point (the LSE_FAST_KILL_AT test
+"""Resume from any kill point: the driver is killed (SIGKILL, or SIGINT,
+SIGTERM, SIGHUP) in a subprocess at a deterministic point (the LSE_FAST_KILL_AT test
 hook), resumed with --resume, and must end with the same metrics.json as an
 uninterrupted run (timings and provenance aside). Also: no half-written
 artefact is ever read, a NaN loss stops the round and keeps the last good
 checkpoint, and a run killed in its first seconds can be resumed."""
 
+import fnmatch
 import json
 import os
 import signal
@@ -58,15 +59,30 @@ def stable(run_dir):
             "num_target_train": m.get("num_target_train"), "init": Path(init).parent.name if init else None}
 
 
+# The child sets its own signal dispositions to the defaults first: a parent that ignores SIGINT (a shell's
+# background job, nohup, some CI runners) would otherwise pass the ignored SIGINT on, and Ctrl-C would do nothing.
+DEFAULT_SIGNALS = ("import signal, runpy, sys\n"
+                   "for s in ('SIGINT', 'SIGTERM', 'SIGHUP'):\n"
+                   "    signal.signal(getattr(signal, s), signal.SIG_DFL)\n"
+                   "sys.argv[0] = 'lse_fast.adapt'\n"
+                   "runpy.run_module('lse_fast.adapt', run_name='__main__', alter_sys=True)\n")
+
+
 def run_killed(args, kill_at):
     env = dict(os.environ, LSE_FAST_KILL_AT=kill_at, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "lse_fast.adapt", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-c", DEFAULT_SIGNALS, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
 def tmp_files(run_dir):
     return sorted(p.name for p in Path(run_dir).rglob("*.tmp"))
+
+
+def leftover_of(name, run_dir):
+    """The temporary file of `name` a kill left (NAME.<pid>-<random>.tmp), or None."""
+    found = [f for f in tmp_files(run_dir) if fnmatch.fnmatch(f, f"{name}.*-*.tmp")]
+    return found[0] if found else None
 
 
 # (kill point, rounds finished on disk when killed, temporary file the kill leaves)
@@ -76,8 +92,8 @@ KILLS = {
     "scoring": ("score:3", 1, None),  # round 2, after its first scoring batch
     "selection": ("select:2", 1, None),  # round 2's selection
     "training": ("train:3", 1, None),  # round 2, after 1 of its 2 steps (3rd step of the run)
-    "checkpoint-write": ("checkpoint:2", 0, "round_1.pt.tmp"),  # half of round 1's checkpoint written
-    "metrics-write": ("metrics:3", 0, "metrics.json.tmp"),  # half of round 1's metrics entry written
+    "checkpoint-write": ("checkpoint:2", 0, "round_1.pt"),  # half of round 1's checkpoint written
+    "metrics-write": ("metrics:3", 0, "metrics.json"),  # half of round 1's metrics entry written
 }
 
 
@@ -92,34 +108,63 @@ def test_resume_after_sigkill_gives_the_same_metrics(name, cache, reference, tmp
     # what a kill leaves: a complete metrics.json (never a half-written one) and config.yaml
     partial = json.loads((run_dir / "metrics.json").read_text())
     assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / runs_mod.LOCK).is_file()  # the killed run's lock file: stale (its flock died with it)
     if done is None:
         assert partial["source_only"] is None and partial["rounds"] == []
     else:
         assert [r["round"] for r in partial["rounds"]] == list(range(1, done + 1))
     if leftover is not None:
-        assert leftover in tmp_files(run_dir)
-        if leftover == "round_1.pt.tmp":
+        left = leftover_of(leftover, run_dir)
+        assert left is not None, tmp_files(run_dir)
+        if leftover == "round_1.pt":
             assert not (run_dir / "checkpoints" / "round_1.pt").exists()
             with pytest.raises(Exception):  # noqa: B017  (a half-written checkpoint does not load)
-                torch.load(run_dir / "checkpoints" / leftover, weights_only=True)
+                torch.load(run_dir / "checkpoints" / left, weights_only=True)
         else:
             with pytest.raises(json.JSONDecodeError):
-                json.loads((run_dir / leftover).read_text())
+                json.loads((run_dir / left).read_text())
     resumed = main(["--resume", str(run_dir)])
     assert stable(run_dir) == reference
     assert tmp_files(run_dir) == []
     assert [r["after_round"] for r in resumed["resumed"]] == [done or 0]
 
 
-def test_ctrl_c_leaves_a_resumable_directory(cache, reference, tmp_path):
+# signal -> (exit status, resumed here): Ctrl-C, kill / docker stop / Slurm preemption / torchrun, hangup
+SIGNALS = {"INT": (130, True), "TERM": (143, True), "HUP": (129, False)}
+
+
+@pytest.mark.parametrize("sig", list(SIGNALS))
+def test_a_signal_leaves_a_resumable_directory(sig, cache, reference, tmp_path):
+    """SIGINT, SIGTERM and SIGHUP in round 2's training: one line saying how
+    to resume, exit status 128 + the signal, no traceback, nothing half
+    written, the lock free; resumed, the uninterrupted run's metrics."""
     run_dir = tmp_path / "run"
-    p = run_killed(TINY + ["--cache-dir", cache, "--run-dir", str(run_dir)], "train:3:INT")
-    assert p.returncode == 130, p.stderr[-2000:]
-    assert "interrupted; continue with --resume" in p.stderr
+    status, resume = SIGNALS[sig]
+    p = run_killed(TINY + ["--cache-dir", cache, "--run-dir", str(run_dir)], f"train:3:{sig}")
+    assert p.returncode == status, p.stderr[-2000:]
+    assert p.stderr.splitlines()[-1] == (f"interrupted by SIG{sig}; continue with: python -m lse_fast.adapt "
+                                         f"--resume {run_dir}")
     assert "Traceback" not in p.stderr
     assert [r["round"] for r in json.loads((run_dir / "metrics.json").read_text())["rounds"]] == [1]
-    main(["--resume", str(run_dir)])
-    assert stable(run_dir) == reference
+    assert tmp_files(run_dir) == []
+    if resume:  # options that do not change results may differ
+        neutral = ["--keep-checkpoints", "last", "--num-threads", "1"] if sig == "TERM" else []
+        main(["--resume", str(run_dir)] + neutral)
+        assert stable(run_dir) == reference
+
+
+def test_a_signal_during_a_write_takes_effect_after_it(cache, tmp_path):
+    """SIGTERM half-way through round 1's metrics.json write (the
+    checkpoint already written): the write and the round's record finish,
+    then the run stops; no temporary file, round 1 complete on disk."""
+    run_dir = tmp_path / "run"
+    p = run_killed(TINY + ["--cache-dir", cache, "--run-dir", str(run_dir)], "metrics:4:TERM")
+    assert p.returncode == 143, p.stderr[-2000:]
+    assert "interrupted by SIGTERM; continue with" in p.stderr and "Traceback" not in p.stderr
+    # metrics.json write 4: round 1's entry (writes 1 and 2: the new run, 3: the source-only result)
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert [r["round"] for r in m["rounds"]] == [1] and m["source_only"] is not None
+    assert (run_dir / "checkpoints" / "round_1.pt").is_file() and tmp_files(run_dir) == []
 
 
 def test_nan_loss_stops_the_round_and_keeps_the_last_checkpoint(cache, reference, tmp_path, monkeypatch, capsys):
@@ -175,19 +220,20 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="cannot write .*metrics.json.*No space left on device.*--resume"):
         runs_mod.atomic_write(target, b'{"new": 2}')
     assert json.loads(target.read_text()) == {"old": 1}  # the previous complete version
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # its temporary file removed
 
 
 def test_a_directory_killed_before_metrics_json_is_resumable(tmp_path):
     """Killed between the two first writes: config.yaml only."""
     cfg = AdaptConfig(run_dir=str(tmp_path / "r"))
-    run = runs_mod.Run.create(cfg)
+    with runs_mod.Run.create(cfg) as run:  # the run ends (its lock released)
+        pass
     (run.path / "metrics.json").unlink()
     (run.path / "metrics.json.tmp").write_bytes(b'{"provenance": {"se')  # the interrupted write
     base = runs_mod.Run.load_config(run.path)
     assert base["seed"] == 0 and "run_dir" not in base
-    resumed = runs_mod.Run.resume(run.path, AdaptConfig())
-    assert resumed.metrics["rounds"] == [] and resumed.metrics["source_only"] is None
+    with runs_mod.Run.resume(run.path, AdaptConfig()) as resumed:
+        assert resumed.metrics["rounds"] == [] and resumed.metrics["source_only"] is None
     assert not (run.path / "metrics.json.tmp").exists()
     assert json.loads((run.path / "metrics.json").read_text())["resumed"][0]["after_round"] == 0
 
@@ -209,7 +255,7 @@ def test_disk_full_mid_run_stops_cleanly_and_resumes(cache, reference, tmp_path,
     real = runs_mod._write_all
 
     def full_at_round_1(f, data):
-        if f.name.endswith("round_1.pt.tmp"):
+        if fnmatch.fnmatch(Path(f.name).name, "round_1.pt.*.tmp"):
             raise OSError(28, "No space left on device")
         real(f, data)
 

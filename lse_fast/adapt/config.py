@@ -640,7 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=None, metavar="FILE", help="YAML file of options (keys as below, '_' or '-')")
     parser.add_argument(
         "--resume", default=None, metavar="RUN_DIR",
-        help="continue an interrupted run from its last finished round (its config.yaml; options given here override it)",
+        help="continue an interrupted run from its last finished round (its config.yaml; only options that do not "
+        "change results, such as --no-progress or --no-plots, may be given with it)",
     )
     for f in dataclasses.fields(AdaptConfig):
         t, origin, optional = _field_type(f)

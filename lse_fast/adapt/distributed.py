@@ -31,7 +31,10 @@ Per stage:
   plots and the log; the other ranks follow the same metrics in memory.
 
 A rank that fails prints its error (``error: [rank r/N] ...``) and exits
-non-zero; torchrun then stops the others. Collectives time out after
+non-zero; torchrun then stops the others. SIGTERM, SIGINT or SIGHUP sent to
+torchrun is passed on to every rank; each stops as a single process does
+(``[rank r/N] interrupted by SIGTERM; continue with: ... --resume DIR``,
+exit 143). Rank 0 alone holds the run directory's lock. Collectives time out after
 ``LSE_FAST_DIST_TIMEOUT`` seconds (default 600), so ranks started by
 another launcher do not wait for a dead peer forever.
 """
@@ -116,6 +119,15 @@ def _timeout_s() -> float:
         raise ConfigError(f"lse_fast.adapt: environment variable {TIMEOUT_ENV} must be a positive number of "
                           f"seconds, got {value!r}")
     return t
+
+
+def env_is_main() -> bool:
+    """Whether this process is rank 0 of its job (or not distributed), read
+    from the environment torchrun sets: usable before :func:`init_from_env`
+    (rank 0 takes the run directory's lock first)."""
+    if _STATE.enabled:
+        return _STATE.is_main
+    return _env_int("WORLD_SIZE", 1) <= 1 or _env_int("RANK", 0) == 0
 
 
 def init_from_env(device_spec: str) -> DistState:
@@ -397,10 +409,13 @@ class FollowerRun(Run):
     in memory, nothing written (rank 0 writes; checkpoints are read from
     the shared directory when resuming)."""
 
-    def __init__(self, path, config, metrics):  # noqa: D107  (no mkdir: rank 0 made the directories)
+    def __init__(self, path, config, metrics):  # noqa: D107  (no mkdir, no lock: rank 0 has both)
         self.path = Path(path)
         self.config = config
         self.metrics = metrics
+        self.created = False
+        self.lock = None
+        self.wrote = set()
 
     def save_config(self):
         pass
@@ -426,19 +441,21 @@ def _record(run) -> None:
         target.update(_STATE.provenance())
 
 
-def open_run(resume, cfg):
+def open_run(resume, cfg, lock=None):
     """Creates (or resumes) the run directory on rank 0 and gives every
     other rank a :class:`FollowerRun` of it; records world_size and backend
-    in the provenance."""
+    in the provenance. `lock`: the run directory's lock rank 0 already holds
+    (taken by --resume before reading the directory). Only rank 0 holds the
+    lock: the other ranks of the job write nothing."""
     if not _STATE.enabled:
-        run = Run.resume(resume, cfg) if resume else Run.create(cfg)
+        run = Run.resume(resume, cfg, lock=lock) if resume else Run.create(cfg)
         _record(run)
         run.save_metrics()
         return run
     dist.barrier()  # every rank has checked the options before rank 0 writes anything
     payload = [None, None]
     if _STATE.is_main:
-        run = Run.resume(resume, cfg) if resume else Run.create(cfg)
+        run = Run.resume(resume, cfg, lock=lock) if resume else Run.create(cfg)
         _record(run)
         run.save_metrics()
         payload = [str(run.path), run.metrics]
@@ -450,7 +467,8 @@ def open_run(resume, cfg):
 
 
 __all__ = [
-    "DistState", "FollowerRun", "attach", "barrier", "broadcast_flag", "current", "gather_scores", "init_from_env",
+    "DistState", "FollowerRun", "attach", "barrier", "broadcast_flag", "current", "env_is_main", "gather_scores",
+    "init_from_env",
     "main_first", "mean_over_ranks", "merge_evaluation", "open_run", "per_rank_patches", "positions_of",
     "rank_device", "report_error", "share_plan", "shard_args", "shutdown", "sum_tensor", "sync_model", "wrap",
 ]

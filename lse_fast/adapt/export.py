@@ -9,6 +9,7 @@ A 16-class (SYNTHIA) head's classes are written as their Cityscapes trainIds.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 
 from lse_fast.adapt.context import Context, View
+from lse_fast.adapt.runs import atomic_write
 from lse_fast.adapt.scoring import ScoreResult, target_probs
 from lse_fast.data import SYNTHIA16_TRAIN_IDS, TRAIN_ID_COLORS
 from lse_fast.evaluate import predict_labels
@@ -45,8 +47,11 @@ def stem_of(image_path: str) -> str:
 def write_label_png(directory: Path, stem: str, train_ids: np.ndarray) -> None:
     """``<stem>_trainIds.png`` and ``<stem>_color.png`` of a uint8 [H, W] map."""
     directory.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(train_ids), mode="L").save(directory / f"{stem}_trainIds.png")
-    Image.fromarray(TRAIN_ID_PALETTE[train_ids]).save(directory / f"{stem}_color.png")
+    for name, image in ((f"{stem}_trainIds.png", Image.fromarray(np.ascontiguousarray(train_ids), mode="L")),
+                        (f"{stem}_color.png", Image.fromarray(TRAIN_ID_PALETTE[train_ids]))):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        atomic_write(directory / name, buf.getvalue(), durable=False)  # a stopped run leaves no half PNG
 
 
 def export_pseudo_labels(ctx: Context, model, scores: ScoreResult, selection, thresholds, directory: Path) -> int:

@@ -2,7 +2,7 @@
 run can be made to kill itself at a deterministic point.
 
 The environment variable ``LSE_FAST_KILL_AT=STAGE:COUNT[:SIGNAL]`` makes the
-driver send itself SIGNAL (KILL by default, or INT, a Ctrl-C) the COUNT-th
+driver send itself SIGNAL (KILL by default, INT, TERM or HUP) the COUNT-th
 time it reaches :func:`point` ``(STAGE)`` (STAGE one of :data:`STAGES`).
 Unset, :func:`point` does nothing.
 """
@@ -27,7 +27,9 @@ STAGES = {
     "metrics": "in the middle of writing metrics.json",
     "round": "after a round was recorded",
 }
-SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT}
+SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
+if hasattr(signal, "SIGHUP"):
+    SIGNALS["HUP"] = signal.SIGHUP
 _counts: dict = {}
 
 
@@ -65,5 +67,5 @@ def point(stage: str) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.kill(os.getpid(), s[2])
-        if s[2] == signal.SIGINT:
-            time.sleep(1.0)  # the KeyboardInterrupt is raised here, at the next bytecode
+        if s[2] != signal.SIGKILL:
+            time.sleep(1.0)  # the handler's exception is raised here, at the next bytecode (or after a deferred write)

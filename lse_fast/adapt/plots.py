@@ -38,11 +38,22 @@ def _plt():
 ABSENT_COLOR = "0.6"
 
 
+def _write_png(fig, path):
+    """savefig through an atomic write: a stopped run never leaves half a PNG."""
+    import io
+
+    from lse_fast.adapt.runs import atomic_write
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format=Path(path).suffix.lstrip(".") or "png")
+    atomic_write(path, buf.getvalue(), durable=False)
+
+
 def _save(fig, path):
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _write_png(fig, path)
     plt.close(fig)
     return fig
 
@@ -51,7 +62,7 @@ def _save_laid_out(fig, path):
     """_save for a figure whose layout is already set (keeps room for a figure legend)."""
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=100)
+    _write_png(fig, path)
     plt.close(fig)
     return fig
 
