@@ -164,14 +164,14 @@ def resolve_input_size(spec, dataset):
     """(input size or None for native, the rule that chose it) for --input-size
     `spec` on `dataset`: 'auto' gives 512x1024 for 1024x2048 labels (the
     Cityscapes protocol) and native otherwise."""
-    if spec == "native":
-        return None, "native (--input-size native)"
-    if spec != "auto":
+    if spec not in ("native", "auto"):
         return tuple(spec), "--input-size"
     native = _image_size(dataset.label_path(0))
+    if spec == "native":
+        return None, f"native (--input-size native; {native[0]}x{native[1]} for the first image)"
     if tuple(native) == CITYSCAPES_NATIVE:
         return CITYSCAPES_PROTOCOL_INPUT, "auto: Cityscapes protocol (1024x2048 labels fed at 512x1024)"
-    return None, f"auto: native size of the data ({native[0]}x{native[1]})"
+    return None, f"auto: native size of the data, {native[0]}x{native[1]} for the first image"
 
 
 def _dataset(args):
@@ -205,8 +205,9 @@ def _check_outputs(args):
         raise UsageError(f"{PROG}: {e}") from None
 
 
-def _protocol(args, input_size, rule, train_size):
+def _protocol(args, input_size, rule, train_size, native):
     return {"labels": "native resolution", "input_size": input_size, "input_size_rule": rule,
+            "native_size": native,
             "train_size": train_size, "scales": list(args.scales), "flip": args.flip,
             "align_corners": bool(args.align_corners),
             "upsampling": f"bilinear, align_corners={bool(args.align_corners)}",
@@ -307,13 +308,16 @@ def run(args):
                    autocast=torch.bfloat16 if args.amp else False, progress=True,
                    input_size=input_size, scales=args.scales, flip=args.flip, align_corners=args.align_corners,
                    on_prediction=on_prediction)
-    return _result(args, res, _protocol(args, input_size, rule, train_size)), res
+    return _result(args, res, _protocol(args, input_size, rule, train_size,
+                                                     _image_size(dataset.label_path(0)))), res
 
 
 def size_note(protocol) -> str:
     """One line on the input size against the model's training size."""
     size, train = protocol.get("input_size"), protocol.get("train_size")
     shown = "native" if size is None else "x".join(map(str, size))
+    if size is None:
+        size = protocol.get("native_size")  # (of the first image)
     if train is None:
         return f"input {shown} ({protocol['input_size_rule']}); the model's training size is unknown " \
                "(give --train-size to check it)"
