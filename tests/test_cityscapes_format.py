@@ -108,6 +108,10 @@ def test_nothing_is_overwritten_without_overwrite(tmp_path):
     assert not stale.exists() and not target.exists()
     w.write(path, torch.ones(2, 2, dtype=torch.long))
     assert np.asarray(Image.open(target)).max() == 8
+    twin = str(tmp_path / "elsewhere" / "x" / "x_000000_000000_leftImg8bit.png")  # same city folder and name
+    with pytest.raises(ValueError, match="would both be written as"):
+        w.write(twin, torch.zeros(2, 2, dtype=torch.long))
+    assert np.asarray(Image.open(target)).max() == 8
 
 
 def test_bad_prediction_trees_name_the_file(tmp_path):

@@ -123,14 +123,21 @@ class CityscapesWriter:
             if f.endswith(".png"):
                 Path(f).unlink()
         self.written = 0
+        self._sources = {}  # written path -> the image it belongs to
 
     def write(self, image_path, labels) -> None:
         """Writes the [H, W] class-index map `labels` (tensor or array, 255 =
         ignore) predicted for the image at `image_path`."""
         train_ids = to_train_ids(labels, self.num_classes)
         if train_ids.ndim != 2:
-            raise ValueError(f"{_WHO}: labels for {str(image_path)!r} must be [H, W], got shape {list(train_ids.shape)}")
+            raise ValueError(f"{_WHO}: labels for {str(image_path)!r} must be [H, W], "
+                             f"got shape {list(train_ids.shape)}")
         train_ids = np.ascontiguousarray(train_ids)
+        key = prediction_path(image_path)
+        if key in self._sources:
+            raise ValueError(f"{_WHO}: images {self._sources[key]!r} and {str(image_path)!r} would both be written "
+                             f"as {str(key)!r} (same folder and file name); nothing of the second was written")
+        self._sources[key] = str(image_path)
         for fmt in self.formats:
             path = self.directory / prediction_path(image_path, fmt)
             path.parent.mkdir(parents=True, exist_ok=True)
