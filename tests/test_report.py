@@ -145,3 +145,32 @@ def test_report_names_a_missing_pseudo_label(variant_run, tmp_path, capsys):
     victim.unlink()
     assert cli([str(copy), "--out", str(tmp_path / "rep"), "--images", "1"]) == 1
     assert "no prediction for image" in capsys.readouterr().err
+
+
+def test_driver_protocol_choice_and_evaluator_size_note(variant_run, capsys):
+    from lse_fast.adapt.config import from_dict
+    from lse_fast.adapt.context import make_context
+    from lse_fast.adapt.evaluation import evaluate_target
+    from lse_fast.adapt.runs import Run
+    from lse_fast.evaluate import evaluate
+    from lse_fast.evaluate.cli import main as evaluate_cli
+
+    run_dir, metrics, _, cache = variant_run
+    assert metrics["rounds"][0]["protocol"]["upsampling"] == "bilinear, align_corners=False"
+    cfg = from_dict(Run.load_config(run_dir))
+    cfg.progress, cfg.eval_align_corners = False, True
+    ctx, model = make_context(cfg)
+    model.load_state_dict(torch.load(run_dir / "checkpoints" / "round_1.pt", weights_only=True)["model"])
+    got = evaluate_target(ctx, model)
+    assert got["protocol"]["align_corners"] is True
+    want = evaluate(model, ctx.val_loader, input_size=tuple(cfg.image_size), align_corners=True)
+    assert got["per_class_iou"] == pytest.approx(want["iou"], nan_ok=True)
+    # python -m lse_fast.evaluate on the run's checkpoint: its config says it was trained at 64x128
+    data = ["--data", f"cityscapes:{next(cache.glob('synthetic/*/target'))}", "--loader", "pil",
+            "--model", "small_deeplab", "--checkpoint", str(run_dir / "checkpoints" / "round_1.pt")]
+    out = evaluate_cli(data)
+    assert out["protocol"]["train_size"] == (64, 128) and out["protocol"]["native_size"] == (64, 128)
+    assert "input native (auto: native size of the data, 64x128 for the first image) = the model's training size" \
+        in capsys.readouterr().out
+    evaluate_cli(data + ["--input-size", "32x64"])
+    assert "note: input 32x64 (--input-size) differs from the model's training size 64x128" in capsys.readouterr().out
