@@ -73,7 +73,7 @@ def _by_train_id(values, names):
     return out
 
 
-def _run_rows(path: Path, metrics: dict, prefix: str):
+def _run_rows(metrics: dict, prefix: str):
     names = metrics.get("class_names") or list(CITYSCAPES_CLASSES)
     rows = []
     entries = [("source-only", metrics.get("source_only"), "source")]
@@ -129,7 +129,7 @@ def collect(inputs, source_only=None):
         data = _read_json(mfile)
         if isinstance(data, dict) and "rounds" in data and "source_only" in data:
             run_dir = mfile.parent
-            run_rows = _run_rows(run_dir, data, f"{run_dir.name}: " if several else "")
+            run_rows = _run_rows(data, f"{run_dir.name}: " if several else "")
             base = next((r["headline"] for r in run_rows if r["kind"] == "source"), None)
             oracle = next((r["headline"] for r in run_rows if r["kind"] == "oracle"), None)
             for r in run_rows:
@@ -205,7 +205,8 @@ def html_page(rows, grids) -> str:
 # --------------------------------------------------------------------------- picture grid
 def example_grid(run_dir: Path, metrics: dict, out_png: Path, num_images: int = 4) -> Path:
     """image / ground truth / prediction / pseudo-label of up to
-    `num_images` target train images selected in the last round."""
+    `num_images` target train images selected in the last round; None (and
+    a line saying so) for a run without such a round."""
     import torch
     from PIL import Image
 
@@ -219,15 +220,14 @@ def example_grid(run_dir: Path, metrics: dict, out_png: Path, num_images: int = 
     from lse_fast.evaluate.writer import match_predictions, read_prediction, to_train_ids
 
     rounds = metrics.get("rounds") or []
-    if not rounds:
-        raise ReportError(f"{PROG}: run {str(run_dir)!r} has no finished round to show")
+    if not rounds or not rounds[-1].get("selected_images"):
+        print(f"{PROG}: no picture for {run_dir}: it has no finished round that selected images")
+        return None
     last = rounds[-1]
     cfg = from_dict(Run.load_config(run_dir), "config.yaml")
     cfg.progress = False
     _, target, _ = load_datasets(cfg)
-    chosen = list(last.get("selected_images") or [])[:num_images]
-    if not chosen:
-        raise ReportError(f"{PROG}: round {last['round']} of {str(run_dir)!r} selected no image")
+    chosen = list(last["selected_images"])[:num_images]
     ckpt = run_dir / "checkpoints" / f"round_{last['round']}.pt"
     if not ckpt.is_file():
         raise ReportError(f"{PROG}: the last round's checkpoint {str(ckpt)!r} is missing")
@@ -311,8 +311,10 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     grids = []
     for (run_dir, metrics), name in zip(runs, names):
-        example_grid(run_dir, metrics, out / name, args.images)
-        grids.append((run_dir.name, name))
+        if example_grid(run_dir, metrics, out / name, args.images) is not None:
+            grids.append((run_dir.name, name))
+        else:
+            planned.remove(name)
     (out / "report.md").write_text(markdown(rows, grids))
     if args.html:
         (out / "report.html").write_text(html_page(rows, grids))

@@ -174,3 +174,17 @@ def test_driver_protocol_choice_and_evaluator_size_note(variant_run, capsys):
         in capsys.readouterr().out
     evaluate_cli(data + ["--input-size", "32x64"])
     assert "note: input 32x64 (--input-size) differs from the model's training size 64x128" in capsys.readouterr().out
+
+
+def test_report_of_a_run_without_rounds_has_its_table_and_no_picture(tmp_path, capsys):
+    from lse_fast.report import main as report
+
+    per = [0.5] * 19
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps(
+        {"rounds": [], "source_only": {"miou": 0.5, "per_class_iou": per, "miou19": 0.5}}))
+    out = report([str(tmp_path / "run"), "--out", str(tmp_path / "rep")])
+    assert [r["name"] for r in out["rows"]] == ["source-only"] and out["rows"][0]["miou19"] == pytest.approx(0.5)
+    assert "no picture for" in capsys.readouterr().out
+    assert not (tmp_path / "rep" / "examples.png").exists()
+    assert "examples.png" not in (tmp_path / "rep" / "report.md").read_text()
