@@ -196,10 +196,13 @@ def html_page(rows, grids) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
     imgs = "".join(f"<h2>Examples: {html.escape(n)}</h2><img src=\"{html.escape(p)}\" style=\"max-width:100%\">"
                    for n, p in grids)
+    protos = _protocols(rows)
+    note = ("<p>IoU and mIoU in %, target val split; – : not evaluated or absent."
+            + (" Logits upsampled " + html.escape("; ".join(protos)) + "." if protos else "") + "</p>")
     return ("<!doctype html><meta charset=\"utf-8\"><title>lse_fast report</title>"
             "<style>td,th{padding:2px 6px;text-align:right;font-family:sans-serif;font-size:13px}"
             "td:first-child{text-align:left}</style><h1>Results</h1>"
-            f"<table><tr>{head}</tr>{body}</table>{imgs}\n")
+            f"{note}<table><tr>{head}</tr>{body}</table>{imgs}\n")
 
 
 # --------------------------------------------------------------------------- picture grid

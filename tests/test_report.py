@@ -120,7 +120,8 @@ def test_report_table_and_picture_grid(variant_run, tmp_path, capsys):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| variant: round 1 (p=0.30) |" in md and "gap to oracle" in md and "mIoU13" in md
     assert f"{100 * r1['delta']:+.1f}" in md and "align_corners=False" in md
-    assert "variant_examples.png" in md and "<table>" in (tmp_path / "rep" / "report.html").read_text()
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "variant_examples.png" in md and "<table>" in page and "align_corners=False" in page
     grid = np.asarray(Image.open(tmp_path / "rep" / "variant_examples.png").convert("RGB"))
     assert grid.shape[0] > 100 and grid.shape[1] > 400 and grid.std() > 10  # a drawn picture, not blank
     # nothing replaced without --overwrite; a bad input is named
