@@ -189,3 +189,20 @@ def test_report_of_a_run_without_rounds_has_its_table_and_no_picture(tmp_path, c
     assert "no picture for" in capsys.readouterr().out
     assert not (tmp_path / "rep" / "examples.png").exists()
     assert "examples.png" not in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_oracle_without_target_train_labels_stops_before_anything_is_written(tmp_path, capsys):
+    import shutil
+
+    from lse_fast.adapt import cli
+    from tests.data_trees import make_cityscapes, make_gta5
+
+    make_gta5(tmp_path / "gta5")
+    make_cityscapes(tmp_path / "cs")
+    shutil.rmtree(tmp_path / "cs" / "gtFine" / "train")  # the usual target: train images without labels
+    run_dir = tmp_path / "run"
+    assert cli(["--source", f"gta5:{tmp_path / 'gta5'}", "--target", f"cityscapes:{tmp_path / 'cs'}",
+                "--image-size", "64x128", "--source-size", "64x128", "--run-dir", str(run_dir), "--oracle",
+                "--cache-dir", str(tmp_path / "cache"), "--loader", "pil", "--no-progress"]) == 2
+    assert "--oracle trains on the target train split's labels" in capsys.readouterr().err
+    assert not run_dir.exists()

@@ -16,7 +16,7 @@ from lse_fast.adapt import distributed, plots, training
 from lse_fast.adapt.context import Context, Timer, log, seed_for
 from lse_fast.adapt.evaluation import evaluate_target
 from lse_fast.adapt.export import export_predictions, export_pseudo_labels
-from lse_fast.adapt.oracle import check_oracle_data, train_oracle
+from lse_fast.adapt.oracle import train_oracle
 from lse_fast.adapt.runs import Run
 from lse_fast.adapt.scoring import score_target
 from lse_fast.adapt.select import select_images
@@ -124,8 +124,6 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
     t_all = time.perf_counter()
     log(f"[run] {run.path}  device {ctx.device}  ops {cfg.ops}  loader {ctx.loader_kind} on {ctx.loader_device}"
         f"{'  verify' if cfg.verify else ''}")
-    if cfg.oracle:
-        check_oracle_data(ctx)
     portions = cfg.portions()
     done = run.finished_rounds()
     if run.metrics.get("source_only") is not None and run.checkpoint_path(done) is not None:
