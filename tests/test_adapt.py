@@ -420,8 +420,8 @@ def test_export_pngs_decode_to_the_labels_and_tensorboard_logs(cache, tmp_path, 
     from lse_fast.adapt import tensorboard as tb
     from lse_fast.adapt.config import from_dict
     from lse_fast.adapt.context import View, make_context
-    from lse_fast.adapt.export import stem_of
     from lse_fast.data import TRAIN_ID_COLORS
+    from lse_fast.evaluate.writer import TRAIN_ID_TO_LABEL_ID, prediction_path
     from lse_fast.evaluate import predict_labels
 
     have_tb = tb.importlib.util.find_spec("tensorboard") is not None
@@ -431,12 +431,14 @@ def test_export_pngs_decode_to_the_labels_and_tensorboard_logs(cache, tmp_path, 
     cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     ctx, model = make_context(cfg)
 
-    def read(directory, stem):
-        ids = np.asarray(Image.open(directory / f"{stem}_trainIds.png"))
-        colour = np.asarray(Image.open(directory / f"{stem}_color.png").convert("RGB"))
+    def read(directory, image_path):
+        ids = np.asarray(Image.open(directory / prediction_path(image_path, "trainIds")))
+        colour = np.asarray(Image.open(directory / prediction_path(image_path, "color")).convert("RGB"))
+        label_ids = np.asarray(Image.open(directory / prediction_path(image_path, "labelIds")))
         palette = np.zeros((256, 3), np.uint8)
         palette[:19] = TRAIN_ID_COLORS
         assert np.array_equal(colour, palette[ids])
+        assert np.array_equal(label_ids, TRAIN_ID_TO_LABEL_ID[ids])
         return ids
 
     # pseudo-labels of round 1: the round-0 model's maps, the round's thresholds, one box per whole image
@@ -446,7 +448,7 @@ def test_export_pngs_decode_to_the_labels_and_tensorboard_logs(cache, tmp_path, 
     thr = torch.tensor([-1.0 if t is None or math.isnan(t) else t for t in r["thresholds"]])
     chosen = r["selected_images"]
     pseudo_dir = run_dir / "export" / "round_1" / "pseudo_labels"
-    assert len(list(pseudo_dir.glob("*_trainIds.png"))) == len(chosen)
+    assert len(list(pseudo_dir.glob("labelIds/*/*.png"))) == len(chosen)
     for batch in ctx.loader(View(ctx.target_base, chosen), batch_size=4, size=cfg.image_size):
         with torch.no_grad():
             probs = torch.softmax(model(batch["image"]).float(), 1)
@@ -454,7 +456,7 @@ def test_export_pngs_decode_to_the_labels_and_tensorboard_logs(cache, tmp_path, 
         boxes = torch.tensor([[j, 0.0, 0.0, float(w), float(h)] for j in range(probs.shape[0])])
         want = reference.crop_pseudo_labels(probs, boxes, (h, w), thr, image_size=(h, w)).numpy()
         for j, p in enumerate(batch["index"].tolist()):
-            got = read(pseudo_dir, stem_of(ctx.target_base.image_path(chosen[p])))
+            got = read(pseudo_dir, ctx.target_base.image_path(chosen[p]))
             assert (got == want[j]).mean() > 0.999  # fused vs reference op: agreement as --verify demands
             assert (got == 255).any() or thr.max() >= 1.0
     # final predictions: the last checkpoint's, at the labels' resolution
@@ -466,7 +468,7 @@ def test_export_pngs_decode_to_the_labels_and_tensorboard_logs(cache, tmp_path, 
             want = predict_labels(model, batch["image"], tuple(batch["label"].shape[-2:]), amp=None, num_classes=19,
                                   input_size=tuple(cfg.image_size), scales=(1.0,), flip=False).numpy()
         for j, i in enumerate(batch["index"].tolist()):
-            assert np.array_equal(read(pred_dir, stem_of(ctx.val.image_path(i))), want[j])
+            assert np.array_equal(read(pred_dir, ctx.val.image_path(i)), want[j])
     if have_tb:
         assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     # without the package: one clear error before anything is written

@@ -18,6 +18,7 @@ from lse_fast.adapt import distributed, faults, plots, training
 from lse_fast.adapt.context import Context, log, seed_for
 from lse_fast.adapt.evaluation import evaluate_target
 from lse_fast.adapt.export import export_predictions, export_pseudo_labels
+from lse_fast.adapt.oracle import train_oracle
 from lse_fast.adapt.runs import Run
 from lse_fast.adapt.scoring import score_target
 from lse_fast.adapt.source import initial_model
@@ -161,6 +162,8 @@ def run_lse(run: Run, ctx: Context, model, initial=NOT_LOADED) -> dict:
     if cfg.export and is_main:
         n = export_predictions(ctx, model, run.path / "export" / "predictions")
         log(f"[export] predictions of {n} val images in {run.path / 'export' / 'predictions'}")
+    if cfg.oracle and run.metrics.get("oracle") is None:
+        train_oracle(run, ctx, model)
     if board is not None:
         board.close()
     run.metrics.pop("stopped", None)

@@ -22,6 +22,7 @@ from lse_fast.adapt import distributed, faults, signals
 from lse_fast.adapt.algorithm import NOT_LOADED, fmt_pct, run_lse
 from lse_fast.adapt.config import PRESETS, ConfigError, build_parser, load_yaml, make_config
 from lse_fast.adapt.context import log, make_context
+from lse_fast.adapt.oracle import check_oracle_data
 from lse_fast.adapt.runs import Run, held_locks, release_locks
 from lse_fast.adapt.source import load_backbone, load_init, read_backbone
 from lse_fast.adapt.tensorboard import check_available as check_tensorboard
@@ -81,6 +82,8 @@ def prepare(argv=None):
         try:
             backbone, normalization = read_backbone(cfg) if cfg.backbone and not cfg.init else (None, None)
             ctx, model = make_context(cfg, normalization)
+            if cfg.oracle:
+                check_oracle_data(ctx)
             if backbone is not None:
                 load_backbone(cfg, model, backbone)
                 model.to(ctx.device)

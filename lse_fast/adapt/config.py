@@ -337,6 +337,17 @@ class AdaptConfig:
         "(labels resized to image_size: a shortcut, identical for the built-in data)",
         choices=("native", "train"),
     )
+    eval_align_corners: bool = _f(
+        False,
+        "upsample the logits to the labels with align_corners=True, as ADVENT's eval_UDA.py (and AdaptSegNet-era "
+        "scripts on PyTorch < 0.4) do; default False, the official protocol (docs/evaluation.md)",
+    )
+    oracle: bool = _f(
+        False,
+        "also train the oracle: the same model and source-stage budget trained on the target train split's labels "
+        "(needs them, as the built-in benchmark has), evaluated like the rounds; metrics.json 'oracle' and the "
+        "report's performance gap (paper Table 3)",
+    )
 
     # === execution: ops, device, seed ========================================================
     ops: str = _f(
@@ -378,8 +389,9 @@ class AdaptConfig:
     plots: bool = _f(True, "write PNG plots into the run directory")
     export: bool = _f(
         False,
-        "write Cityscapes-format PNGs (<stem>_trainIds.png and <stem>_color.png) of each round's pseudo-labels "
-        "(export/round_<r>/pseudo_labels) and of the final predictions on the val split (export/predictions)",
+        "write each round's pseudo-labels (export/round_<r>/pseudo_labels) and the final predictions on the val "
+        "split (export/predictions) in the official Cityscapes format: labelIds/, color/ and trainIds/ folders of "
+        "<city>/<image name>.png (docs/evaluation.md)",
     )
     tensorboard: bool = _f(
         False, "log scalars and sample images to TensorBoard under <run_dir>/tensorboard (needs the tensorboard "

@@ -2,7 +2,9 @@
 (:func:`lse_fast.evaluate.evaluate`), over the classes both domains have.
 With ``eval_size='native'`` (default) the published protocol: labels at
 their native resolution, images fed at ``image_size``, logits upsampled
-bilinearly to the labels."""
+bilinearly to the labels (``align_corners`` False, or True with
+``eval_align_corners``: ADVENT's protocol). Each result records its
+protocol."""
 
 from __future__ import annotations
 
@@ -20,10 +22,20 @@ def evaluate_target(ctx: Context, model) -> dict:
     amp = torch.bfloat16 if cfg.amp and ctx.device.type == "cuda" else False
     res = evaluate(model, ctx.val_loader, num_classes=cfg.num_classes, class_names=ctx.class_names,
                    device=ctx.device, autocast=amp, progress=ctx.progress,
-                   input_size=tuple(cfg.image_size) if cfg.eval_size == "native" else None)
+                   input_size=tuple(cfg.image_size) if cfg.eval_size == "native" else None,
+                   align_corners=cfg.eval_align_corners)
     res = distributed.merge_evaluation(ctx, res)  # confusion matrices summed over ranks
     iou = [float(v) for v in res["iou"]]
     vals = [iou[c] for c in ctx.classes if not math.isnan(iou[c])]
     miou = sum(vals) / len(vals) if vals else float("nan")
     return {"miou": miou, "per_class_iou": iou, "miou19": float(res["miou"]) if cfg.num_classes == 19 else math.nan,
-            "miou16": float(res["miou16"]), "miou13": float(res["miou13"])}
+            "miou16": float(res["miou16"]), "miou13": float(res["miou13"]), "protocol": protocol(cfg)}
+
+
+def protocol(cfg) -> dict:
+    """How the driver evaluates (recorded with every result)."""
+    native = cfg.eval_size == "native"
+    return {"labels": "native resolution" if native else "resized to image_size (nearest)",
+            "input_size": list(cfg.image_size), "train_size": list(cfg.image_size),
+            "upsampling": f"bilinear, align_corners={bool(cfg.eval_align_corners)}",
+            "align_corners": bool(cfg.eval_align_corners), "scales": [1.0], "flip": False}

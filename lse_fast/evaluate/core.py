@@ -65,12 +65,14 @@ def _unpack(batch, index):
     )
 
 
-def predict(logits, size):
-    """argmax of `logits` [N, C, h, w] upsampled bilinearly (align_corners=False)
-    to `size` = (H, W), computed in float32: int64 [N, H, W]."""
+def predict(logits, size, align_corners=False):
+    """argmax of `logits` [N, C, h, w] upsampled bilinearly to `size` = (H, W),
+    computed in float32: int64 [N, H, W]. `align_corners` False (the official
+    and this project's protocol) or True (ADVENT's ``eval_UDA.py``, and the
+    AdaptSegNet-era scripts written for PyTorch < 0.4)."""
     logits = logits.float()
     if tuple(logits.shape[-2:]) != tuple(size):
-        logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=bool(align_corners))
     return logits.argmax(1)
 
 
@@ -108,12 +110,13 @@ def _forward(model, image, amp, num_classes):
     return logits
 
 
-def predict_labels(model, image, size, *, amp, num_classes, input_size, scales, flip):
+def predict_labels(model, image, size, *, amp, num_classes, input_size, scales, flip, align_corners=False):
     """Predicted labels [N, *size] of `model` on a batch (what `evaluate`
     scores; also used to export predictions): the image fed at `input_size` (default:
     as loaded) times each scale, optionally also flipped; logits upsampled
-    bilinearly to the label size `size`. One pass: argmax of the logits;
-    several: argmax of the summed softmax."""
+    bilinearly to the label size `size` (`align_corners` as in
+    :func:`predict`). One pass: argmax of the logits; several: argmax of the
+    summed softmax."""
     base = tuple(image.shape[-2:]) if input_size is None else tuple(input_size)
     passes = [(s, f) for s in scales for f in ((False, True) if flip else (False,))]
     total = None
@@ -125,15 +128,15 @@ def predict_labels(model, image, size, *, amp, num_classes, input_size, scales, 
         if flipped:
             logits = logits.flip(-1)
         if len(passes) == 1:
-            return predict(logits, size)
-        up = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+            return predict(logits, size, align_corners)
+        up = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=bool(align_corners))
         p = torch.softmax(up, dim=1)
         total = p if total is None else total.add_(p)
     return total.argmax(1)
 
 
 def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, autocast=False, progress=False,
-             input_size=None, scales=(1.0,), flip=False):
+             input_size=None, scales=(1.0,), flip=False, align_corners=False, on_prediction=None):
     """Evaluates `model` on every batch of `loader`.
 
     Args:
@@ -165,6 +168,13 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
         flip: also run each scale on the horizontally flipped image.
             Several passes are fused by summing their softmax at the label
             resolution.
+        align_corners: of the logits' bilinear upsampling to the labels:
+            False (the official protocol, default) or True (ADVENT's
+            ``eval_UDA.py``; see docs/evaluation.md).
+        on_prediction: called as ``on_prediction(batch, pred)`` with each
+            batch and its predicted labels (int64 [N, H, W], the maps that
+            are scored), e.g. a :class:`lse_fast.evaluate.writer.CityscapesWriter`
+            export.
 
     Returns:
         dict with "miou", "miou16", "miou13", "pixel_accuracy" (floats in
@@ -215,8 +225,10 @@ def evaluate(model, loader, *, num_classes=19, class_names=None, device=None, au
                 image = image.to(device, non_blocking=True)
                 label = label.to(device, non_blocking=True)
                 pred = predict_labels(model, image, tuple(label.shape[-2:]), amp=amp, num_classes=num_classes,
-                                   input_size=input_size, scales=scales, flip=flip)
+                                   input_size=input_size, scales=scales, flip=flip, align_corners=align_corners)
                 metric.update(pred, label)
+                if on_prediction is not None:
+                    on_prediction(batch, pred)
                 num_images += image.shape[0]
                 if live:
                     of = f"/{total}" if total is not None else ""
