@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from lse_fast.adapt import distributed
-from lse_fast.adapt.context import Context
+from lse_fast.adapt.context import Context, amp_dtype
 from lse_fast.evaluate import evaluate
+
+
+def evaluate_kwargs(ctx: Context) -> dict:
+    """The run's evaluation protocol as keyword arguments of
+    :func:`lse_fast.evaluate.evaluate` (shared by the evaluation and the
+    export of predictions, so the maps written are the maps scored)."""
+    cfg = ctx.cfg
+    return dict(num_classes=cfg.num_classes, class_names=ctx.class_names, device=ctx.device,
+                autocast=amp_dtype(ctx.device, cfg.amp) or False,
+                input_size=tuple(cfg.image_size) if cfg.eval_size == "native" else None,
+                align_corners=cfg.eval_align_corners)
 
 
 def evaluate_target(ctx: Context, model) -> dict:
     cfg = ctx.cfg
-    amp = torch.bfloat16 if cfg.amp and ctx.device.type == "cuda" else False
-    res = evaluate(model, ctx.val_loader, num_classes=cfg.num_classes, class_names=ctx.class_names,
-                   device=ctx.device, autocast=amp, progress=ctx.progress,
-                   input_size=tuple(cfg.image_size) if cfg.eval_size == "native" else None,
-                   align_corners=cfg.eval_align_corners)
+    res = evaluate(model, ctx.val_loader, progress=ctx.progress, **evaluate_kwargs(ctx))
     res = distributed.merge_evaluation(ctx, res)  # confusion matrices summed over ranks
     iou = [float(v) for v in res["iou"]]
     vals = [iou[c] for c in ctx.classes if not math.isnan(iou[c])]

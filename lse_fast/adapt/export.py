@@ -25,6 +25,7 @@ import torch
 
 from lse_fast import selection as sel
 from lse_fast.adapt.context import Context, View
+from lse_fast.adapt.evaluation import evaluate_kwargs
 from lse_fast.adapt.runs import atomic_write
 from lse_fast.adapt.scoring import ScoreResult, target_probs
 from lse_fast.data import IGNORE_INDEX
@@ -81,10 +82,7 @@ def export_predictions(ctx: Context, model, directory: Path) -> int:
     writer = _writer(ctx, directory)
     val_size = None if cfg.eval_size == "native" else tuple(cfg.image_size)
     loader = ctx.loader(ctx.val, batch_size=cfg.score_batch_size, size=val_size)  # every image, on any rank
-    amp = torch.bfloat16 if cfg.amp and ctx.device.type == "cuda" else False
-    evaluate(model, loader, num_classes=cfg.num_classes, class_names=ctx.class_names, device=ctx.device,
-             autocast=amp, input_size=tuple(cfg.image_size) if cfg.eval_size == "native" else None,
-             align_corners=cfg.eval_align_corners,
+    evaluate(model, loader, **evaluate_kwargs(ctx),
              on_prediction=lambda batch, pred: writer.write_batch(
                  [ctx.val.image_path(i) for i in batch["index"].tolist()], pred))
     return writer.written
