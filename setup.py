@@ -180,12 +180,9 @@ if __name__ == "__main__":
         extras_require=EXTRAS,
         ext_modules=extension_modules(torch),
         cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-        # build_ext's build_temp set explicitly: an editable install (which
-        # otherwise compiles in a fresh temp dir) and a wheel share objects.
-        options={
-            "build": {"build_base": build_dir},
-            "build_ext": {"build_temp": os.path.join(build_dir, "temp")},
-            "egg_info": {"egg_base": build_dir},
-        },
+        # Non-editable builds (install, wheel, build_ext) keep their objects
+        # here and recompile only what changed; an editable install compiles
+        # in a fresh temp dir of setuptools' own.
+        options={"build": {"build_base": build_dir}, "egg_info": {"egg_base": build_dir}},
         zip_safe=False,
     )
