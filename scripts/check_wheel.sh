@@ -2,8 +2,9 @@
 # CI check of the library install (docs/install.md): builds a wheel from this
 # checkout against the installed torch, installs it into a fresh virtual
 # environment that sees the installed packages (--system-site-packages; pip
-# runs with --no-index, so nothing is downloaded and the wheel's declared
-# dependencies must be met by what is installed), and runs all four ops from
+# runs with --no-index --no-deps, so nothing is downloaded; the wheel's
+# declared core dependencies are then checked against what is installed:
+# the torch it pins, numpy), and runs all four ops from
 # a directory outside the tree, checking that the wheel's lse_fast is the one
 # imported (not this checkout, nor an editable install).
 #   bash scripts/check_wheel.sh       (MAX_JOBS, PYTHON as for setup.sh)
@@ -21,9 +22,9 @@ WHEEL=$(ls "$WORK"/dist/lse_fast-*.whl)
 echo "[wheel-check] installing $(basename "$WHEEL") into a fresh venv"
 "$PY" -m venv --system-site-packages "$WORK/venv"
 VPY="$WORK/venv/bin/python"
-# --no-index: the declared core dependencies (torch==<built>, numpy) must
-# already be installed; a registry download would be an error here.
-env -u PYTHONPATH "$VPY" -m pip install --quiet --no-index "$WHEEL"
+# --no-deps: pip would otherwise also "upgrade" the venv's own old
+# setuptools for torch's metadata; the core requirements are checked below.
+env -u PYTHONPATH "$VPY" -m pip install --quiet --no-index --no-deps "$WHEEL"
 
 mkdir "$WORK/outside"
 cd "$WORK/outside"
@@ -41,6 +42,16 @@ from lse_fast import reference
 venv = os.path.realpath(sys.argv[1])
 where = os.path.realpath(lse_fast.__file__)
 assert where.startswith(venv + os.sep), f"imported lse_fast from {where}, not from the wheel in {venv}"
+
+# The wheel's core requirements (no extra) are met by the installed packages.
+from importlib import metadata
+from pip._vendor.packaging.requirements import Requirement
+
+core = [Requirement(r) for r in metadata.requires("lse_fast") if "extra ==" not in r]
+assert {r.name for r in core} == {"torch", "numpy"}, core
+for req in core:
+    have = metadata.version(req.name)
+    assert req.specifier.contains(have, prereleases=True), f"the wheel requires {req}, installed: {have}"
 
 torch.manual_seed(0)
 logits = torch.randn(2, 5, 16, 24)
