@@ -141,3 +141,23 @@ def test_other_importers_get_the_usual_error():
     assert finder.find_spec("not_ours") is None
     assert _extras.missing_message("matplotlib.pyplot").startswith("lse_fast needs matplotlib (the lse_fast[driver] extra)")
     assert _extras.missing_message("scipy") is None
+
+
+def test_declared_extras_cover_the_requirement_files():
+    import importlib.util
+
+    from pip._vendor.packaging.requirements import Requirement
+
+    spec = importlib.util.spec_from_file_location("lse_fast_setup", ROOT / "setup.py")
+    setup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup)  # defines, does not build
+    declared = {Requirement(r).name.lower() for reqs in setup.EXTRAS.values() for r in reqs} | {"numpy", "torch"}
+    build_tools = {"ninja"}
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        for line in (ROOT / name).read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                req = Requirement(line).name.lower()
+                assert req in declared | build_tools, f"{name}: {req} is in no extra of setup.py's EXTRAS"
+    assert setup.torch_requirement("2.13.0+cpu") == "torch==2.13.0"
+    assert setup.torch_requirement("2.14.1") == "torch==2.14.1"
