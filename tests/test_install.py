@@ -146,11 +146,10 @@ def test_other_importers_get_the_usual_error():
 def test_declared_extras_cover_the_requirement_files():
     import importlib.util
 
-    from pip._vendor.packaging.requirements import Requirement
-
     spec = importlib.util.spec_from_file_location("lse_fast_setup", ROOT / "setup.py")
     setup = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(setup)  # defines, does not build
+    spec.loader.exec_module(setup)  # defines, does not build (imports setuptools before anything imports distutils)
+    from setuptools._vendor.packaging.requirements import Requirement
     declared = {Requirement(r).name.lower() for reqs in setup.EXTRAS.values() for r in reqs} | {"numpy", "torch"}
     build_tools = {"ninja"}
     for name in ("requirements.txt", "requirements-dev.txt"):
