@@ -108,4 +108,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # e.g. `| head`
+        sys.stderr.close()
+        sys.exit(0)
