@@ -1,5 +1,16 @@
-"""Shared benchmark fixtures: the device under test and a record of the
-machine in every result."""
+"""Shared benchmark fixtures: the device under test, a record of the
+machine in every result, the --run-e2e option, and the summary table printed
+at the end of the run (docs/performance.md).
+
+    pytest benchmarks/ --benchmark-only              the op benchmarks
+    pytest benchmarks/ --benchmark-only --run-e2e    also the driver, torchrun and data benchmarks
+
+Every benchmark that calls `record(...)` and `finish(...)` gets a row in the
+table: keyed by op (test name without "test_"), device, shape, dtype and any
+other parameter of the test (e.g. a new `@pytest.mark.parametrize
+("align_corners", [False, True])` adds rows "align_corners=True"), with one
+column per provider (fused / eager / compile; see benchmarks/summarize.py).
+"""
 
 import platform
 
@@ -30,6 +41,71 @@ def describe(device):
 @pytest.fixture(params=devices())
 def device(request):
     return request.param
+
+
+# ---- end-to-end benchmarks behind --run-e2e
+
+def pytest_addoption(parser):
+    parser.addoption("--run-e2e", action="store_true", default=False,
+                     help="also run the end-to-end benchmarks (marker e2e: driver rounds, torchrun, data loaders; "
+                          "tens of minutes on a 2-core CPU)")
+
+
+_DEFAULT_COLUMNS = ["min", "max", "mean", "stddev", "median", "iqr", "outliers", "ops", "rounds", "iterations"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: end-to-end benchmark, run only with --run-e2e")
+    # pytest-benchmark's own table, narrowed from ~260 columns unless
+    # --benchmark-columns is given (our summary table follows it).
+    if getattr(config.option, "benchmark_columns", None) == _DEFAULT_COLUMNS:
+        config.option.benchmark_columns = ["median", "iqr", "rounds"]
+        session = getattr(config, "_benchmarksession", None)
+        if session is not None:
+            session.columns = config.option.benchmark_columns
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-e2e"):
+        return
+    skip = pytest.mark.skip(reason="end-to-end benchmark: run with --run-e2e")
+    for item in items:
+        if "e2e" in item.keywords:
+            item.add_marker(skip)
+
+
+# ---- the summary table
+
+# Parameters that are columns or row keys of the table, not variants.
+_KEY_PARAMS = {"provider", "device", "shape", "dtype"}
+_results = []
+
+
+@pytest.fixture(autouse=True)
+def _collect_for_summary(request):
+    """After each op benchmark: its variant (parameters other than provider,
+    device, shape, dtype) into extra_info, and its result for the table."""
+    yield
+    bench = request.node.funcargs.get("benchmark")
+    if bench is None or getattr(bench, "stats", None) is None or "provider" not in bench.extra_info:
+        return
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    variant = ",".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in _KEY_PARAMS)
+    bench.extra_info.setdefault("variant", variant)
+    _results.append({"name": request.node.name, "stats": {"median": bench.stats.stats.median},
+                     "extra_info": bench.extra_info})
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's table: the last thing printed
+def pytest_terminal_summary(terminalreporter, config):
+    if not _results:
+        return
+    from benchmarks.summarize import format_tables
+
+    terminalreporter.write_sep("=", "lse_fast benchmark summary (median times; docs/performance.md)")
+    terminalreporter.write_line(f"machine: {describe('cpu')}, torch {torch.__version__}")
+    for line in format_tables(_results):
+        terminalreporter.write_line(line)
 
 
 def record(benchmark, *, device, dtype, shape, provider, nbytes):

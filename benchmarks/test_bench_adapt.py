@@ -5,7 +5,7 @@ train, eval) in the benchmark's extra_info.
 Uses the default synthetic configuration (data and the source-trained model
 come from the cache, $LSE_FAST_HOME or ~/.cache/lse_fast, and are made on
 the first run). Run with
-    pytest benchmarks/test_bench_adapt.py --benchmark-only
+    pytest benchmarks/test_bench_adapt.py --benchmark-only --run-e2e
 Override the image size with LSE_BENCH_SIZE=HxW (data and source model
 are then made for that size).
 """
@@ -17,6 +17,8 @@ import torch
 
 from benchmarks.conftest import describe
 from lse_fast.adapt import main
+
+pytestmark = pytest.mark.e2e  # only with --run-e2e (benchmarks/conftest.py)
 
 SIZE = os.environ.get("LSE_BENCH_SIZE", "256x512")
 

@@ -11,6 +11,8 @@ from lse_fast.data import pil, synthetic
 
 from benchmarks.conftest import describe
 
+pytestmark = pytest.mark.e2e  # only with --run-e2e (benchmarks/conftest.py)
+
 N = 16
 
 

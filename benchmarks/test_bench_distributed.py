@@ -8,7 +8,7 @@ a 1-process run with LSE_BENCH_PRETRAIN_ITERS source steps (default 50; the
 timings of a round hardly depend on how good theta_0 is). The timed call is
 the whole job (process start, data check, source-only evaluation, one
 round). Run with
-    pytest benchmarks/test_bench_distributed.py --benchmark-only
+    pytest benchmarks/test_bench_distributed.py --benchmark-only --run-e2e
 LSE_BENCH_SIZE=HxW overrides the image size (default 256x512). On a
 2-core CPU two processes share the two cores: this measures the overhead of
 the distributed path, not GPU scaling.
@@ -24,6 +24,8 @@ import pytest
 import torch
 
 from benchmarks.conftest import describe
+
+pytestmark = pytest.mark.e2e  # only with --run-e2e (benchmarks/conftest.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = os.environ.get("LSE_BENCH_SIZE", "256x512")

@@ -12,7 +12,9 @@ The other public subpackages (`models`, `data`, `evaluate`, `metrics`,
 import importlib
 
 from lse_fast._extension import built_with_cuda, load_extension
+from lse_fast._extras import install_finder
 
+install_finder()  # a missing optional dependency names its extra (lse_fast[driver], ...)
 load_extension()
 
 from lse_fast import ops, patches, reference  # noqa: E402  (needs the extension loaded)

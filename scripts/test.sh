@@ -12,6 +12,10 @@ cmake -S . -B build/cmake -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build/cmake --parallel "${MAX_JOBS:-2}"
 ctest --test-dir build/cmake --output-on-failure
 
+# The library install: a wheel built from this checkout, installed into a
+# fresh venv with the installed torch, runs all four ops from outside the tree.
+bash scripts/check_wheel.sh
+
 "$PY" -m pytest tests "$@"
 
 # The op tests again on the portable (non-AVX2) CPU path at one thread: what
