@@ -120,7 +120,7 @@ fi
 "$PY" -c "import lse_fast; print('lse_fast', lse_fast.__version__, 'built; CUDA kernels:', lse_fast.built_with_cuda())"
 # Error-path smoke check: a broken extension toolchain can build a _C.so
 # that crashes on every C++ error (seen with an image's default g++, see
-# README "Build options"). Call the ops with bad arguments straight through
+# docs/build.md). Call the ops with bad arguments straight through
 # torch.ops (the C++ checks, integers in the message) and expect a clean
 # RuntimeError naming the argument.
 if ! "$PY" - <<'PYEOF'
@@ -150,7 +150,7 @@ extensions is likely incompatible with torch's libstdc++. Rebuild with the
 system compiler, e.g.
     CXX=/usr/bin/g++ CC=/usr/bin/gcc bash scripts/setup.sh
 or  CXX=/usr/bin/g++ CC=/usr/bin/gcc python3 setup.py build_ext --inplace
-(README.md, "Build options").
+(docs/build.md).
 MSG
   exit 1
 fi

@@ -19,6 +19,6 @@ bash scripts/check_wheel.sh
 "$PY" -m pytest tests "$@"
 
 # The op tests again on the portable (non-AVX2) CPU path at one thread: what
-# older and non-x86 CPUs run (LSE_FAST_CPU_ISA, README "Build options").
+# older and non-x86 CPUs run (LSE_FAST_CPU_ISA, docs/build.md).
 LSE_FAST_CPU_ISA=portable OMP_NUM_THREADS=1 "$PY" -m pytest -q tests/test_score.py \
   tests/test_focal_ce_loss.py tests/test_crop_resize.py tests/test_census_ops.py tests/test_ops_properties.py

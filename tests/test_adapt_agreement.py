@@ -11,7 +11,7 @@ their later selections is promised (issue 11).
 Only public APIs: lse_fast.ops, lse_fast.reference, lse_fast.selection,
 lse_fast.models, lse_fast.data (synthetic renders, normalisation constants).
 
-Tolerances, derived from the documented op tolerances (README "API" and the
+Tolerances, derived from the documented op tolerances (docs/api.md and the
 `--verify` table):
 
 * per pixel, fused `confidence` and `entropy` agree with the reference to
@@ -42,7 +42,7 @@ from lse_fast.data import CITYSCAPES_ID_TO_TRAINID, IMAGENET_MEAN, IMAGENET_STD,
 from lse_fast.patches import random_boxes
 
 SIZE = (64, 128)
-ABS_TOL = 1e-5  # per-pixel confidence / entropy (README: score numerics, --verify)
+ABS_TOL = 1e-5  # per-pixel confidence / entropy (docs/api.md: score numerics; docs/driver.md: --verify)
 REL_TOL = 1e-4  # per-class sums (--verify class_*_rel)
 SYNTHIA_16 = [c for c in range(19) if c not in (9, 14, 16)]
 FEW = [0, 1, 2, 8, 10, 13]  # C = 6: larger per-class shares (k_c up to 4 of 24 images)
