@@ -30,22 +30,28 @@ struct PixelScore {
   int32_t label;
 };
 
-LSE_HD ScoreAcc score_init(float x0) { return ScoreAcc{x0, 1.0f, 0.0f, 0}; }
+// The lowest running maximum: a first logit of -inf starts the state at
+// -FLT_MAX, so no offset below is ever -inf - -inf = NaN. A final maximum of
+// -FLT_MAX therefore means "every logit -inf" (a pixel whose largest logit
+// is exactly -FLT_MAX reads as such too).
+constexpr float kScoreLowestMax = -3.40282347e38f;
 
 // Lower bound of the offsets z below: exp_nonpos is exactly 0 there, and
-// z * s stays finite for any s <= 2^31, so a -inf logit (z = -inf) adds
-// 0 * z = 0 to t instead of 0 * -inf = NaN. Offsets below -87.3 already give
-// e = 0, so the clamp changes no finite result.
+// z * s stays finite for any s <= 2^31, so a -inf logit adds 0 * z = 0 to t
+// instead of 0 * -inf = NaN. Offsets below -87.3 already give e = 0, so the
+// clamp changes no finite result. One max per class: the hot loop's only
+// cost of the -inf rule.
 constexpr float kScoreMinOffset = -1e20f;
+
+LSE_HD ScoreAcc score_init(float x0) {
+  return ScoreAcc{x0 < kScoreLowestMax ? kScoreLowestMax : x0, 1.0f, 0.0f, 0};  // NaN stays NaN
+}
 
 LSE_HD void score_update(ScoreAcc& acc, float x, int32_t c) {
   // Strictly greater: a tie keeps the earlier class.
   const bool up = x > acc.m;
   const float zr = up ? acc.m - x : x - acc.m;  // <= 0 in both cases, or NaN
-  // x == m: 0, also for -inf == -inf (all classes so far -inf; the first
-  // finite logit rescales their terms by exp(-inf) = 0) and +inf == +inf
-  // (score_finish makes that pixel NaN). NaN logits keep z NaN.
-  const float z = x == acc.m ? 0.0f : (zr < kScoreMinOffset ? kScoreMinOffset : zr);
+  const float z = zr < kScoreMinOffset ? kScoreMinOffset : zr;  // -inf -> finite; NaN stays NaN
   const float e = exp_nonpos(z);
   // New maximum: old terms are rescaled by e = exp(m_old - x) and their
   // offsets shift by z; the new maximum adds exp(0) = 1 and 0 to t.
@@ -61,8 +67,10 @@ LSE_HD void score_update(ScoreAcc& acc, float x, int32_t c) {
 
 // inv_log_c: 1 / log(C), or 0 when C == 1.
 LSE_HD PixelScore score_finish(const ScoreAcc& acc, float inv_log_c) {
-  // A maximum of -inf (every logit -inf) or +inf has no softmax: NaN.
-  const float bad = (acc.m - acc.m) * 0.0f;  // 0 for a finite maximum, else NaN
+  // No softmax where every logit is -inf (m = kScoreLowestMax) or one is
+  // +inf (m = +inf); NaN logits make s NaN. bad: 0, or NaN for those.
+  const bool dead = acc.m == kScoreLowestMax;
+  const float bad = dead ? bits_to_float(0x7FC00000u) : (acc.m - acc.m) * 0.0f;
   const float inv_s = 1.0f / acc.s + bad;
   const float h = (log_ge1(acc.s) - acc.t * inv_s) * inv_log_c + bad;
   PixelScore r;
