@@ -1,6 +1,7 @@
-// CUDA kernel of the fused scoring op. Same per-pixel math as the CPU kernel
-// (core/score_math.h), read directly or through the bilinear upsampling taps
-// (core/resample.h) for score_upsampled.
+// CUDA kernel of the fused scoring ops (score, score_probs). Same per-pixel
+// math as the CPU kernel (core/score_math.h: ScoreAcc for logits, ProbAcc
+// for probabilities), read directly or through the bilinear upsampling taps
+// (core/resample.h, either align_corners) for the upsampled forms.
 //
 // Layout: thread i of a block handles pixels base + k * kThreads + i for
 // k < kPixelsPerThread, so a warp reads 32 consecutive pixels of one class
