@@ -140,3 +140,31 @@ def test_crop_pseudo_labels(benchmark, device, provider):
         f"inputs = make_inputs('lowres', 'cpu')\nfn = pseudo_fn({provider!r})"
     )
     time_provider(benchmark, device, fn, (p, boxes), 3 if provider == "reference" else 5, setup)
+
+
+# ---- crop_pseudo_labels with align_corners=True (the LSE authors' resampling)
+
+
+def _pseudo_reference_corners(p, boxes, thr):
+    return reference.crop_pseudo_labels(p, boxes, OUT, thr, image_size=IMAGE, align_corners=True)
+
+
+def _pseudo_fused_corners(p, boxes, thr):
+    return ops.crop_pseudo_labels(p, boxes, OUT, thr, image_size=IMAGE, align_corners=True)
+
+
+@pytest.mark.parametrize("provider", ["fused", "reference"])
+def test_crop_pseudo_labels_align_corners(benchmark, device, provider):
+    p, boxes = make_inputs("lowres", device)
+    thr = torch.full((19,), 0.5, device=device)
+    fn = _pseudo_fused_corners if provider == "fused" else _pseudo_reference_corners
+    got, want = fn(p, boxes, thr), _pseudo_reference_corners(p, boxes, thr)
+    assert (got.cpu() == want.cpu()).double().mean() >= 0.999
+    record(benchmark, device=device, dtype=p.dtype, shape=tuple(got.shape), provider=provider, nbytes=got.numel())
+
+    def run():
+        fn(p, boxes, thr)
+        sync(device)
+
+    benchmark.pedantic(run, rounds=3 if provider == "reference" else 5, iterations=1, warmup_rounds=1)
+    finish(benchmark, device, got.numel())

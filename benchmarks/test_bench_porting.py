@@ -4,8 +4,7 @@ where theirs is a Python loop over pixels, so the figure is a lower bound).
 
 Self-contained (its own device parameter). Run with
     pytest benchmarks/test_bench_porting.py --benchmark-only
-Recipes needing issue 18 items 2-4 (align_corners, score_probs, the loss
-options) are not here yet.
+Recipes needing issue 18 item 4 (the loss options) are not here yet.
 """
 
 import pytest
@@ -141,3 +140,73 @@ def test_threshold_pass(benchmark, device, recipe, provider):
             summary.update(ops.score(logits))
     benchmark.extra_info.update(recipe=f"{recipe}-pass", device=device, provider=provider)
     _time(benchmark, device, fn)
+
+
+# -- CRST and ESL at the label resolution (issue 18 items 2 and 3): CRST
+# upsamples the logits with align_corners=True, ESL the softmax outputs.
+def crst_up_theirs(low, size, store):
+    crst_theirs(F.interpolate(low, size, mode="bilinear", align_corners=True), store)
+
+
+def esl_up_theirs(probs, size, store):
+    p = F.interpolate(probs, size, mode="bilinear", align_corners=True)  # their interp of the softmax
+    ent = -(p * torch.log(p)).sum(1) / torch.log(torch.tensor(float(p.shape[1])))
+    store.append((p.argmax(1), ent))
+
+
+@pytest.mark.parametrize("recipe", ["crst", "esl"])
+@pytest.mark.parametrize("provider", ["theirs", "ours"])
+def test_threshold_pass_upsampled(benchmark, device, recipe, provider):
+    low = torch.randn(1, 19, 64, 128, device=device) * 3
+    probs = torch.softmax(low, 1)
+    size = (512, 1024)
+    summary = ScoreSummary(19, 2048)
+    if provider == "theirs":
+        def fn():
+            crst_up_theirs(low, size, [[] for _ in range(19)]) if recipe == "crst" else esl_up_theirs(probs, size, [])
+    elif recipe == "crst":
+        def fn():
+            summary.update(ops.score(low, size, align_corners=True))
+    else:
+        def fn():
+            summary.update(ops.score_probs(probs, size, align_corners=True))
+    benchmark.extra_info.update(recipe=f"{recipe}-upsampled-pass", device=device, provider=provider)
+    _time(benchmark, device, fn)
+
+
+# -- LSE authors: patches' pseudo-labels with align_corners=True (LSE.py
+# Generate/save_data): min-max entropy filter map, then per box the crop of
+# the probabilities and of the map resized with align_corners=True.
+def lse_patches_theirs(probs, boxes, size, thresholds):
+    c = probs.shape[1]
+    label = probs.argmax(1)
+    ent = selection.minmax_class_entropy(-(probs * torch.log(probs + 1e-12)).sum(1), label, c)[0]
+    keep = (ent < thresholds[label]).float()
+    out = []
+    for b, x1, y1, x2, y2 in boxes.long().tolist():
+        p = F.interpolate(probs[b:b + 1, :, y1:y2, x1:x2], size, mode="bilinear", align_corners=True)
+        m = F.interpolate(keep[b:b + 1, None, y1:y2, x1:x2], size, mode="bilinear", align_corners=True)
+        lab = p.argmax(1)[0]
+        lab[m[0, 0] == 0] = 255
+        out.append(lab)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("provider", ["theirs", "ours"])
+def test_lse_patch_pseudo_labels(benchmark, device, provider):
+    from lse_fast.patches import random_boxes
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(2, 19, 512, 1024, generator=g) * 3, 1).to(device)
+    boxes = random_boxes(2, (512, 1024), k=4, generator=g)
+    thresholds = torch.rand(19, generator=g).to(device)
+    size = (512, 1024)
+    if provider == "theirs":
+        def fn():
+            lse_patches_theirs(probs, boxes, size, thresholds)
+    else:
+        def fn():
+            selection.pseudo_labels(probs, boxes, size, thresholds, entropy_norm="minmax",
+                                    filter_interp="bilinear", align_corners=True)
+    benchmark.extra_info.update(recipe="lse-patch-pseudo-labels", device=device, provider=provider)
+    _time(benchmark, device, fn, rounds=3)

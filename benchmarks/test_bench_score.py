@@ -90,3 +90,60 @@ def test_score_upsampled(benchmark, device, shape, dtype, provider):
         )
         peak = peak_extra_mib(setup, f"s = fn(logits, {size}); del s")
         benchmark.extra_info["peak_extra_MiB"] = round(peak, 1)
+
+
+# ---- the upsampled score with align_corners=True (LSE authors, CRST, ESL)
+
+
+def _interpolate_corners_then_fused(logits, size):
+    up = torch.nn.functional.interpolate(logits.float(), size=size, mode="bilinear", align_corners=True)
+    return ops.score(up)
+
+
+@pytest.mark.parametrize("provider", ["fused", "interpolate+fused", "eager"])
+@pytest.mark.parametrize("shape", list(UPSAMPLED), ids=str)
+def test_score_upsampled_align_corners(benchmark, device, shape, provider):
+    dims, size = UPSAMPLED[shape]
+    logits = (torch.randn(dims, device=device) * 3).float()
+    fn = {
+        "fused": lambda x, s: ops.score(x, size=s, align_corners=True),
+        "interpolate+fused": _interpolate_corners_then_fused,
+        "eager": lambda x, s: reference.score(x, size=s, align_corners=True),
+    }[provider]
+    got, fused = fn(logits, size), ops.score(logits, size=size, align_corners=True)
+    assert (got.label != fused.label).float().mean().item() < 1e-4
+    nbytes = logits.numel() * logits.element_size() + dims[0] * size[0] * size[1] * (4 + 4 + 8)
+    record(benchmark, device=device, dtype=logits.dtype, shape=(*dims, *size), provider=provider, nbytes=nbytes)
+
+    def run():
+        fn(logits, size)
+        sync(device)
+
+    benchmark.pedantic(run, rounds=10, iterations=1, warmup_rounds=2)
+    finish(benchmark, device, nbytes)
+
+
+# ---- score_probs: scores of softmax outputs, direct and upsampled (ESL's form)
+
+
+@pytest.mark.parametrize("provider", ["fused", "eager"])
+@pytest.mark.parametrize("form", ["direct", "upsampled"])
+def test_score_probs(benchmark, device, form, provider):
+    dims, size = UPSAMPLED["paper"]
+    if form == "direct":
+        dims, size = SHAPES["paper"], None
+    probs = torch.softmax(torch.randn(dims, device=device) * 3, 1)
+    kw = {} if size is None else {"size": size, "align_corners": True}
+    fn = ops.score_probs if provider == "fused" else reference.score_probs
+    got, fused = fn(probs, **kw), ops.score_probs(probs, **kw)
+    assert (got.label != fused.label).float().mean().item() < 1e-4
+    out = dims[0] * (dims[2] * dims[3] if size is None else size[0] * size[1])
+    nbytes = probs.numel() * probs.element_size() + out * (4 + 4 + 8)
+    record(benchmark, device=device, dtype=probs.dtype, shape=(*dims, *(size or ())), provider=provider, nbytes=nbytes)
+
+    def run():
+        fn(probs, **kw)
+        sync(device)
+
+    benchmark.pedantic(run, rounds=10 if form == "direct" else 5, iterations=1, warmup_rounds=2)
+    finish(benchmark, device, nbytes)

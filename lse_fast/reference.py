@@ -31,29 +31,54 @@ def _check_box_values(op, boxes, n, h, w):
             )
 
 
-def score(logits: torch.Tensor, size=None) -> Scores:
+def score(logits: torch.Tensor, size=None, *, align_corners=False) -> Scores:
     """Reference of :func:`lse_fast.ops.score`.
 
     Computes in float64 for float64 input (the accuracy oracle) and in
     float32 otherwise; accepts float64 unlike the fused op. With `size`,
     scores ``F.interpolate(logits, size, mode="bilinear",
-    align_corners=False)`` computed in float32 (float64 for float64),
-    materialising it as the method's public code does.
+    align_corners=align_corners)`` computed in float32 (float64 for
+    float64), materialising it as the method's public code does. A ``-inf``
+    logit is p = 0 and adds 0 to the entropy (0 log 0 = 0); NaN, ``+inf``
+    and all-``-inf`` pixels give NaN, as softmax does.
     """
     if size is not None:
         x = logits if logits.dtype == torch.float64 else logits.float()
-        up = torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+        up = torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
         return score(up)
     x = logits if logits.dtype == torch.float64 else logits.float()
-    n, c, _, _ = x.shape
     log_p = torch.log_softmax(x, dim=1)
     p = log_p.exp()
+    # p log p with 0 log 0 = 0 (p = 0 where log_p = -inf); NaN stays NaN.
+    plogp = torch.where(p == 0, torch.zeros_like(p), p * log_p)
+    return _scores(x, p, plogp)
+
+
+def score_probs(probs: torch.Tensor, size=None, *, align_corners=False) -> Scores:
+    """Reference of :func:`lse_fast.ops.score_probs`: max, argmax and
+    ``-sum p log p / log C`` (``torch.special.entr``: 0 log 0 = 0) of the
+    probabilities, upsampled first by ``F.interpolate(probs, size,
+    mode="bilinear", align_corners=align_corners)`` when `size` is given.
+    float64 for float64 input, float32 otherwise."""
+    p = probs if probs.dtype == torch.float64 else probs.float()
+    if size is not None:
+        p = torch.nn.functional.interpolate(p, size=tuple(size), mode="bilinear", align_corners=align_corners)
+    # p log p with 0 log 0 = 0 (a p <= 0 adds 0); NaN and +-inf give NaN.
+    plogp = torch.where(p > 0, p * torch.log(p.clamp(min=torch.finfo(p.dtype).tiny)), torch.zeros_like(p)) + (p - p)
+    return _scores(p, p, plogp)
+
+
+def _scores(x, p, plogp):
+    """Scores of per-class values x (argmax), probabilities p and p log p."""
+    n, c, _, _ = x.shape
     label = x.argmax(dim=1)  # first maximum on ties
     confidence = p.gather(1, label.unsqueeze(1)).squeeze(1)
+    bad = torch.isnan(plogp).any(dim=1)
+    confidence = torch.where(bad, torch.full_like(confidence, math.nan), confidence)
     if c > 1:
-        entropy = (-(p * log_p).sum(dim=1) / math.log(c)).clamp(0.0, 1.0)
+        entropy = (-plogp.sum(dim=1) / math.log(c)).clamp(0.0, 1.0)
     else:
-        entropy = torch.zeros_like(confidence)
+        entropy = torch.where(bad, torch.full_like(confidence, math.nan), torch.zeros_like(confidence))
     flat_label = label.reshape(n, -1)
     class_pixels = torch.zeros(n, c, dtype=torch.int64, device=x.device)
     class_pixels.scatter_add_(1, flat_label, torch.ones_like(flat_label))
@@ -171,19 +196,20 @@ def crop_resize(input, boxes, size, *, mode="bilinear", align_corners=False):
     return out[:, 0] if squeeze else out
 
 
-def crop_pseudo_labels(probs, boxes, size, thresholds, *, image_size=None, ignore_index=255):
+def crop_pseudo_labels(probs, boxes, size, thresholds, *, image_size=None, ignore_index=255, align_corners=False):
     """Reference of :func:`lse_fast.ops.crop_pseudo_labels`, materialising
-    the full-resolution probability map P as the method's public code does."""
+    the full-resolution probability map P as the method's public code does
+    (both bilinear resamplings with `align_corners`)."""
     oh, ow = size
     H, W = probs.shape[2:] if image_size is None else image_size
     _check_box_values("crop_pseudo_labels", boxes, probs.shape[0], H, W)
     p = probs.float()
     c = p.shape[1]
     if (H, W) != tuple(p.shape[2:]):
-        p = torch.nn.functional.interpolate(p, size=(H, W), mode="bilinear", align_corners=False)
+        p = torch.nn.functional.interpolate(p, size=(H, W), mode="bilinear", align_corners=align_corners)
     entropy = torch.special.entr(p).sum(1) / math.log(c) if c > 1 else torch.zeros_like(p[:, 0])
     label = p.argmax(1)
     keep = (entropy <= thresholds.to(p.device, torch.float32)[label]).to(torch.uint8)
-    crop_label = crop_resize(p, boxes, (oh, ow)).argmax(1)
+    crop_label = crop_resize(p, boxes, (oh, ow), align_corners=align_corners).argmax(1)
     crop_keep = crop_resize(keep, boxes, (oh, ow), mode="nearest")
     return torch.where(crop_keep.bool(), crop_label, torch.full_like(crop_label, ignore_index)).to(torch.uint8)

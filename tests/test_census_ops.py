@@ -55,6 +55,24 @@ def _score_nan():
     assert torch.isfinite(s.confidence).sum() == 19
 
 
+def _score_neg_inf():
+    x = logits(1, 3, 4, 5)
+    x[0, :2] = -INF  # p = (0, 0, 1) everywhere: confidence 1, entropy 0
+    s = ops.score(x)
+    assert torch.all(s.confidence == 1) and torch.all(s.entropy == 0) and torch.all(s.label == 2)
+    x[0, 2, 0, 0] = -INF  # every class -inf: NaN, as softmax
+    s = ops.score(x)
+    assert torch.isnan(s.confidence[0, 0, 0]) and torch.isfinite(s.confidence).sum() == 19
+
+
+def _score_probs_nan():
+    p = P()
+    p[0, 1, 2, 3] = NAN
+    s = ops.score_probs(p)
+    assert torch.isnan(s.confidence[0, 2, 3]) and torch.isnan(s.entropy[0, 2, 3])
+    assert torch.isfinite(s.confidence).sum() == 2 * 30 - 1
+
+
 def _score_empty():
     s = ops.score(logits(0, 3, 4, 5))
     assert s.confidence.shape == (0, 4, 5) and s.class_pixels.shape == (0, 3)
@@ -108,6 +126,21 @@ CASES = [
     ("score-size-not-a-pair", lambda: ops.score(logits(1, 3, 4, 4), size=8), TypeError,
      r"`size` must be \(height, width\) as two ints, got 8"),
     ("score-nan-logit", _score_nan, *graceful(None)),
+    ("score-neg-inf-logits", _score_neg_inf, *graceful(None)),
+    ("score-align-corners-not-bool", lambda: ops.score(logits(1, 3, 4, 4), size=(8, 8), align_corners="true"),
+     TypeError, r"score: `align_corners` must be a bool, got 'true'"),
+    ("score-probs-rank3", lambda: ops.score_probs(P()[0]), RuntimeError,
+     r"score_probs: `probs` must have 4 dimensions \[N, C, H, W\], got shape \[3, 5, 6\]"),
+    ("score-probs-float64", lambda: ops.score_probs(P().double()), RuntimeError,
+     r"score_probs: `probs` must be float32, float16 or bfloat16, got torch.float64"),
+    ("score-probs-no-classes", lambda: ops.score_probs(torch.rand(1, 0, 4, 4)), RuntimeError,
+     r"score_probs: `probs` must have at least one class"),
+    ("score-probs-not-a-tensor", lambda: ops.score_probs(None), TypeError, r"score_probs: `probs` must be a torch.Tensor"),
+    ("score-probs-size-zero", lambda: ops.score_probs(P(), size=(0, 8)), RuntimeError,
+     r"score_probs: `size` must be \(height, width\) with sizes in \[1, 16777216\], got \[0, 8\]"),
+    ("score-probs-align-corners-not-bool", lambda: ops.score_probs(P(), size=(8, 8), align_corners=None), TypeError,
+     r"score_probs: `align_corners` must be a bool, got None"),
+    ("score-probs-nan", _score_probs_nan, *graceful(None)),
     ("score-empty-batch", _score_empty, *graceful(None)),
     # ---- focal_ce_loss
     ("focal-logits-rank3", lambda: ops.focal_ce_loss(logits(3, 4, 5), target()), RuntimeError,
@@ -198,6 +231,8 @@ CASES = [
      RuntimeError, r"`ignore_index` must be in \[C, 255\] = \[3, 255\], got 2"),
     ("pl-ignore-index-256", lambda: ops.crop_pseudo_labels(P(), BOX(), (4, 4), THR(), ignore_index=256),
      RuntimeError, r"`ignore_index` must be in \[C, 255\] = \[3, 255\], got 256"),
+    ("pl-align-corners-not-bool", lambda: ops.crop_pseudo_labels(P(), BOX(), (4, 4), THR(), align_corners=1),
+     TypeError, r"crop_pseudo_labels: `align_corners` must be a bool, got 1"),
     ("pl-image-size-zero", lambda: ops.crop_pseudo_labels(P(), BOX(), (4, 4), THR(), image_size=(0, 6)),
      RuntimeError, r"`image_size` must be \(height, width\) with sizes in \[1, 16777216\], got \[0, 6\]"),
     ("pl-box-outside-image-size", lambda: ops.crop_pseudo_labels(P(), BOX(), (4, 4), THR(), image_size=(3, 3)),
@@ -226,6 +261,7 @@ def test_census_size():
 OPS = torch.ops.lse_fast
 C, FC, PL, CB = OPS.score.default, OPS.focal_ce_loss.default, OPS.crop_pseudo_labels.default, OPS.crop_resize_backward.default
 CR, SU = OPS.crop_resize.default, OPS.score_upsampled.default
+SP, SPU = OPS.score_probs.default, OPS.score_probs_upsampled.default
 
 META_CASES = [
     ("score-rank3", C, lambda: (logits(3, 4, 5),)),
@@ -233,6 +269,11 @@ META_CASES = [
     ("score-no-classes", C, lambda: (logits(1, 0, 4, 5),)),
     ("score-upsampled-dtype", SU, lambda: (logits(1, 3, 4, 5, dtype=torch.float64), [8, 10])),
     ("score-upsampled-size", SU, lambda: (logits(1, 3, 4, 5), [8, 0])),
+    ("score-upsampled-size-align-corners", SU, lambda: (logits(1, 3, 4, 5), [8, 0], True)),
+    ("score-probs-rank3", SP, lambda: (P()[0],)),
+    ("score-probs-dtype", SP, lambda: (P().double(),)),
+    ("score-probs-upsampled-dtype", SPU, lambda: (P().to(torch.int32), [8, 10], False)),
+    ("score-probs-upsampled-size", SPU, lambda: (P(), [8, 0], True)),
     ("focal-logits-rank", FC, lambda: (logits(3, 4, 5), target(), 3.0, 0.1, 255, 1, False)),
     ("focal-logits-dtype", FC, lambda: (torch.zeros(1, 3, 4, 5, dtype=torch.int32), target(), 3.0, 0.1, 255, 1, False)),
     ("focal-target-rank", FC, lambda: (logits(1, 3, 4, 5), target()[0], 3.0, 0.1, 255, 1, False)),
@@ -259,6 +300,7 @@ META_CASES = [
     ("pl-size", PL, lambda: (P(), BOX(), [0, 4], THR(), [5, 6], 255)),
     ("pl-image-size", PL, lambda: (P(), BOX(), [4, 4], THR(), [5, 1 << 30], 255)),
     ("pl-boxes-dtype", PL, lambda: (P(), BOX().long(), [4, 4], THR(), [5, 6], 255)),
+    ("pl-size-align-corners", PL, lambda: (P(), BOX(), [0, 4], THR(), [5, 6], 255, True)),
 ]
 
 

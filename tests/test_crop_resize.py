@@ -216,6 +216,33 @@ def test_opcheck_crop_pseudo_labels():
     boxes = torch.tensor([[1, 2.0, 3.0, 20.0, 14.0], [0, 0, 0, 28, 20]], dtype=torch.float32)
     thr = torch.full((4,), 0.7)
     torch.library.opcheck(torch.ops.lse_fast.crop_pseudo_labels.default, (p, boxes, [9, 11], thr, [20, 28], 255))
+    torch.library.opcheck(torch.ops.lse_fast.crop_pseudo_labels.default, (p, boxes, [9, 11], thr, [20, 28], 255, True))
+
+
+def test_pseudo_labels_align_corners_integer_boxes_equal_interpolate():
+    # Integer boxes, thresholds that keep everything: the label is the argmax
+    # of F.interpolate(P[box], size, align_corners=True) with P the
+    # align_corners=True upsampling, as the LSE authors' code computes it.
+    gen = torch.Generator().manual_seed(11)
+    p = soft_probs(2, 5, 8, 12, gen)
+    boxes = torch.tensor([[0, 4, 2, 36, 26], [1, 0, 10, 48, 32]], dtype=torch.float32)
+    got = ops.crop_pseudo_labels(p, boxes, (24, 32), torch.full((5,), 2.0), image_size=(32, 48), align_corners=True)
+    up = F.interpolate(p.double(), (32, 48), mode="bilinear", align_corners=True)
+    for j, (b, x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
+        crop = F.interpolate(up[b:b + 1, :, y1:y2, x1:x2], (24, 32), mode="bilinear", align_corners=True)
+        assert (got[j] == crop.argmax(1)[0]).double().mean() >= 0.999
+    assert not torch.equal(got, ops.crop_pseudo_labels(p, boxes, (24, 32), torch.full((5,), 2.0), image_size=(32, 48)))
+
+
+def test_pseudo_labels_zero_probabilities_are_valid():
+    # Saturated softmax outputs (exact zeros) give finite entropies: no
+    # pixel is dropped by a NaN entropy.
+    p = torch.zeros(1, 3, 4, 4)
+    p[0, 1] = 1.0
+    boxes = torch.tensor([[0, 0, 0, 8, 8]], dtype=torch.float32)
+    for align in (False, True):
+        out = ops.crop_pseudo_labels(p, boxes, (8, 8), torch.full((3,), 0.0), image_size=(8, 8), align_corners=align)
+        assert torch.all(out == 1)
 
 
 def test_torch_compile_fullgraph():
@@ -260,17 +287,18 @@ def soft_probs(n, c, h, w, gen, sharp=3.0):
         ((1, 3, 40, 80), (41, 79), (13, 7)),  # downscaled output, odd image size
     ],
 )
-def test_pseudo_labels_match_reference(shape, image_size, size, device):
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_pseudo_labels_match_reference(shape, image_size, size, device, align_corners):
     gen = torch.Generator().manual_seed(9)
     p = soft_probs(*shape, gen)
     H, W = image_size or shape[2:]
     boxes = torch.cat([random_boxes(shape[0], (H, W), k=3, generator=gen), fractional_boxes(shape[0], H, W, 3, gen)])
     # thresholds around the median entropy of each class keep about half the pixels
-    up = F.interpolate(p, (H, W), mode="bilinear", align_corners=False)
+    up = F.interpolate(p, (H, W), mode="bilinear", align_corners=align_corners)
     ent = torch.special.entr(up).sum(1) / torch.log(torch.tensor(float(shape[1])))
     thr = torch.quantile(ent.flatten(), torch.rand(shape[1], generator=gen) * 0.5 + 0.25).float()
-    got = ops.crop_pseudo_labels(p.to(device), boxes, size, thr, image_size=image_size)
-    want = reference.crop_pseudo_labels(p, boxes, size, thr, image_size=image_size)
+    got = ops.crop_pseudo_labels(p.to(device), boxes, size, thr, image_size=image_size, align_corners=align_corners)
+    want = reference.crop_pseudo_labels(p, boxes, size, thr, image_size=image_size, align_corners=align_corners)
     assert got.dtype == torch.uint8 and got.shape == want.shape
     agree = (got.cpu() == want).double().mean().item()
     kept = (want != 255).double().mean().item()

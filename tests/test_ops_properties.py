@@ -7,6 +7,8 @@ Tolerances are those of the per-op tests, which derive them: float32 math
 against float64 truth, plus one rounding to the output dtype.
 """
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -159,6 +161,86 @@ def test_crop_resize_nearest_property(data, dtype, seed):
     assert torch.equal(got, reference.crop_resize(x, boxes, size, mode="nearest"))  # a copy: exact
 
 
+def mix_neg_inf(x, seed, share):
+    """A share of the logits set to -inf; some pixels keep no finite class."""
+    g = torch.Generator().manual_seed(seed + 1)
+    return x.masked_fill(torch.rand(x.shape, generator=g) < share, float("-inf"))
+
+
+def softmax_stats64(x):
+    """float64 softmax statistics with 0 log 0 = 0 (NaN where softmax is)."""
+    x = x.double()
+    p = torch.softmax(x, 1)
+    c = x.shape[1]
+    h = -torch.where(p > 0, p * torch.log(p), torch.zeros_like(p)).sum(1)
+    return p.max(1).values, p.argmax(1), h / math.log(c) if c > 1 else h * 0
+
+
+@PROPERTY
+@given(shape=shapes, dtype=FLOAT_DTYPES, layout=LAYOUTS, share=st.sampled_from([0.1, 0.5, 0.9]),
+       seed=st.integers(0, 2**31))
+def test_score_neg_inf_property(shape, dtype, layout, share, seed):
+    x = mix_neg_inf(tensor(seed, shape, dtype), seed, share)
+    got = ops.score(make_layout(x, layout))
+    conf, label, ent = softmax_stats64(x)
+    dead = torch.isneginf(x).all(1)  # every class -inf: NaN, as softmax
+    assert torch.equal(torch.isnan(got.confidence), dead) and torch.equal(torch.isnan(got.entropy), dead)
+    assert torch.equal(got.label[~dead], label[~dead])
+    assert_close(got.confidence[~dead], conf[~dead].float(), atol=1e-6, name="confidence")
+    assert_close(got.entropy[~dead], ent[~dead].float(), atol=2e-6, name="entropy")
+    want = reference.score(x.double())
+    assert torch.equal(torch.isnan(want.entropy), dead)
+    assert_close(got.entropy[~dead], want.entropy[~dead], atol=2e-6, name="entropy vs reference")
+
+
+@PROPERTY
+@given(
+    shape=st.tuples(st.integers(1, 2), st.integers(1, 9), st.integers(1, 9), st.integers(1, 11)),
+    out=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    dtype=FLOAT_DTYPES,
+    layout=LAYOUTS,
+    align_corners=st.booleans(),
+    zeros=st.sampled_from([0.0, 0.3, 0.7]),
+    seed=st.integers(0, 2**31),
+)
+def test_score_probs_property(shape, out, dtype, layout, align_corners, zeros, seed):
+    # Softmax outputs with exact zeros (saturated classes), direct and upsampled.
+    x = tensor(seed, shape)
+    g = torch.Generator().manual_seed(seed + 2)
+    x = x.masked_fill(torch.rand(shape, generator=g) < zeros, float("-inf"))
+    x[:, :1] = x[:, :1].nan_to_num(neginf=0.0)  # every pixel keeps class 0 finite
+    p = torch.softmax(x, 1).to(dtype)
+    for size in (None, out):
+        got = ops.score_probs(make_layout(p, layout), size, align_corners=align_corners)
+        q = p.double() if size is None else F.interpolate(p.double(), size, mode="bilinear", align_corners=align_corners)
+        h = -torch.where(q > 0, q * torch.log(q), torch.zeros_like(q)).sum(1)
+        ent = h / math.log(shape[1]) if shape[1] > 1 else h * 0
+        ties = near_tie(q, 1e-6)
+        assert torch.isfinite(got.entropy).all()
+        assert torch.equal(got.label[~ties], q.argmax(1)[~ties])
+        assert_close(got.confidence, q.max(1).values.float(), atol=1e-6, name="confidence")
+        assert_close(got.entropy, ent.clamp(0, 1).float(), atol=4e-6, name="entropy")
+
+
+@PROPERTY
+@given(
+    shape=st.tuples(st.integers(1, 2), st.integers(2, 9), st.integers(1, 9), st.integers(1, 11)),
+    out=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    dtype=FLOAT_DTYPES,
+    layout=LAYOUTS,
+    seed=st.integers(0, 2**31),
+)
+def test_score_upsampled_align_corners_property(shape, out, dtype, layout, seed):
+    x = tensor(seed, shape, dtype)
+    got = ops.score(make_layout(x, layout), size=out, align_corners=True)
+    want = reference.score(x.double(), size=out, align_corners=True)
+    up = F.interpolate(x.double(), size=out, mode="bilinear", align_corners=True)
+    ties = near_tie(up, 1e-4)
+    assert torch.equal(got.label[~ties], want.label[~ties])
+    assert_close(got.confidence, want.confidence, atol=2e-6, name="confidence")
+    assert_close(got.entropy, want.entropy, atol=4e-6, name="entropy")
+
+
 @PROPERTY
 @given(data=st.data(), seed=st.integers(0, 2**31))
 def test_crop_pseudo_labels_property(data, seed):
@@ -170,8 +252,9 @@ def test_crop_pseudo_labels_property(data, seed):
     boxes = data.draw(boxes_strategy(n, H, W, k_max=3))
     thresholds = torch.tensor(data.draw(st.lists(st.floats(0.0, 1.0), min_size=c, max_size=c)), dtype=torch.float32)
     probs = torch.softmax(tensor(seed, (n, c, h, w)), 1)
-    got = ops.crop_pseudo_labels(probs, boxes, size, thresholds, image_size=(H, W))
-    want = reference.crop_pseudo_labels(probs, boxes, size, thresholds, image_size=(H, W))
+    align = data.draw(st.booleans())
+    got = ops.crop_pseudo_labels(probs, boxes, size, thresholds, image_size=(H, W), align_corners=align)
+    want = reference.crop_pseudo_labels(probs, boxes, size, thresholds, image_size=(H, W), align_corners=align)
     # Float near-ties (argmax or entropy within rounding of a threshold) may
     # differ; they are rare: at most 2% of the pixels (documented in the op).
     differ = (got != want).float().mean().item() if got.numel() else 0.0

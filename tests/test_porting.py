@@ -100,7 +100,6 @@ def test_lse_authors_selection_and_thresholds():
             assert ours.thresholds[k].item() == pytest.approx(t, abs=1e-5)
 
 
-@needs(2, "score(size=, align_corners=True)")
 def test_lse_authors_selection_on_upsampled_logits():
     c, portion, size = 4, 0.4, (24, 32)
     low = biased_logits(12, c, 6, 8, seed=1)
@@ -143,7 +142,6 @@ def test_lse_authors_image_patches():
         torch.testing.assert_close(got[j:j + 1], want, atol=1e-6, rtol=0)
 
 
-@needs(2, "crop_pseudo_labels(align_corners=True)")
 def test_lse_authors_patch_pseudo_labels():
     c = 4
     probs = torch.softmax(biased_logits(2, c, 24, 32, seed=3), 1)
@@ -230,7 +228,6 @@ def test_cbst_thresholds_from_the_summary(ds_rate):
     assert bool(((cbst_labels(probs, exact) != 255) <= (approx != 255)).all())
 
 
-@needs(2, "score(size=, align_corners=True)")
 def test_cbst_on_upsampled_logits():
     c, size = 5, (32, 40)
     low = biased_logits(2, c, 8, 10, seed=6)
@@ -271,7 +268,6 @@ def test_esl_median_entropy_and_labels():
     assert bool(((ent - exact[label]).abs()[differ] < 1e-5).all())  # only float rounding at a threshold
 
 
-@needs(3, "ops.score_probs(probs, size=, align_corners=True)", raises=AttributeError)
 def test_esl_on_upsampled_probabilities():
     c, size = 5, (32, 40)
     low = torch.softmax(biased_logits(2, c, 8, 10, seed=8), 1)

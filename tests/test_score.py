@@ -314,3 +314,153 @@ def test_cuda_upsampled_matches_cpu(shape, size, dtype):
     assert_close(got.confidence, want.confidence, atol=2e-6, name="confidence")
     assert_close(got.entropy, want.entropy, atol=4e-6, name="entropy")
     assert_close(got.class_confidence, want.class_confidence, atol=1e-4, rtol=1e-5, name="class_confidence")
+
+
+# ------------------------------------------------ -inf logits (p = 0) and align_corners
+
+
+def with_neg_inf(x, share=0.3, seed=0, first=True):
+    """x with a share of its logits set to -inf (never all of a pixel's
+    classes unless C == 1), and with `first` every pixel's class 0 -inf too
+    where the pixel keeps a finite class (the case the online softmax met
+    as -inf - -inf)."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(x.shape, generator=g) < share
+    if first:
+        mask[:, 0] = True
+    keep = torch.randint(0, x.shape[1], (x.shape[0], 1, *x.shape[2:]), generator=g)
+    mask.scatter_(1, keep, False)  # one finite class per pixel
+    return x.masked_fill(mask, float("-inf"))
+
+
+def float64_truth_with_zeros(x):
+    """float64 softmax statistics with 0 log 0 = 0, written out directly."""
+    x = x.double()
+    p = torch.softmax(x, 1)
+    c = x.shape[1]
+    conf, label = p.max(1)
+    h = -torch.where(p > 0, p * torch.log(p), torch.zeros_like(p)).sum(1)
+    ent = h / math.log(c) if c > 1 else torch.zeros_like(h)
+    return conf, label, ent
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(2, 19, 9, 13), (1, 2, 5, 300), (1, 5, 3, 4)], ids=lambda s: "x".join(map(str, s)))
+def test_neg_inf_logits_are_p_zero(shape, dtype, layout):
+    x = with_neg_inf(random_logits(shape, dtype), seed=shape[1])
+    got = ops.score(make_layout(x, layout))
+    conf, label, ent = float64_truth_with_zeros(x)
+    assert torch.isfinite(got.confidence).all() and torch.isfinite(got.entropy).all()
+    assert torch.isfinite(got.class_confidence).all() and torch.isfinite(got.class_entropy).all()
+    assert torch.equal(got.label, label)
+    assert_close(got.confidence, conf.float(), atol=1e-6, name="confidence")
+    assert_close(got.entropy, ent.float(), atol=2e-6, name="entropy")
+    # The reference and its float64 form agree with the same truth.
+    check_against_truth(got, truth(x), dtype)
+    ref = reference.score(x)
+    assert torch.isfinite(ref.entropy).all()
+    assert_close(got.entropy, ref.entropy, atol=2e-6, name="entropy vs reference")
+
+
+def test_neg_inf_pixel_rules():
+    inf, nan = float("inf"), float("nan")
+    rows = [
+        [-inf, -inf, 0.0],  # first classes -inf: p = (0, 0, 1)
+        [-inf, 2.0, -inf],
+        [1.0, 1.0, -inf],  # p = (1/2, 1/2, 0): entropy log 2 / log 3
+        [-inf, -inf, -inf],  # no class has a probability: NaN
+        [0.0, inf, 1.0],  # +inf: NaN
+        [0.0, nan, -inf],  # NaN: NaN
+    ]
+    x = torch.tensor(rows).T.reshape(1, 3, 1, len(rows)).contiguous()
+    s = ops.score(x)
+    assert s.confidence[0, 0, :3].tolist() == [1.0, 1.0, 0.5]
+    assert s.label[0, 0, :3].tolist() == [2, 1, 0]
+    assert s.entropy[0, 0, :2].tolist() == [0.0, 0.0]
+    assert s.entropy[0, 0, 2].item() == pytest.approx(math.log(2) / math.log(3), abs=1e-6)
+    assert torch.isnan(s.confidence[0, 0, 3:]).all() and torch.isnan(s.entropy[0, 0, 3:]).all()
+    ref = reference.score(x)
+    assert torch.equal(torch.isnan(ref.confidence), torch.isnan(s.confidence))
+    assert torch.equal(torch.isnan(ref.entropy), torch.isnan(s.entropy))
+    # C == 1: a -inf logit has no softmax either
+    one = ops.score(torch.tensor([0.0, -inf]).reshape(1, 1, 1, 2))
+    assert one.confidence[0, 0, 0] == 1.0 and torch.isnan(one.confidence[0, 0, 1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_upsampled_neg_inf_logits(dtype, align_corners):
+    # Classes 0 and 2 are -inf at every low-resolution pixel. The upsampled
+    # logits are F.interpolate's: -inf (p = 0) where every tap has a
+    # nonzero weight, NaN where a tap of weight exactly 0 is -inf (0 * -inf,
+    # as F.interpolate computes it; the edge pixels here). Scores follow.
+    x = random_logits((2, 5, 6, 7), dtype)
+    x[:, 0] = float("-inf")
+    x[:, 2] = float("-inf")
+    got = ops.score(x, size=(13, 17), align_corners=align_corners)
+    up = F.interpolate(x.double(), (13, 17), mode="bilinear", align_corners=align_corners)
+    conf, label, ent = float64_truth_with_zeros(up)
+    nan = torch.isnan(up).any(1)
+    assert nan.float().mean() < 0.5 and torch.equal(torch.isnan(got.confidence), nan)
+    assert torch.equal(torch.isnan(got.entropy), nan)
+    ok = ~nan & ~near_tie(up.nan_to_num(nan=0.0, neginf=-1e30))
+    assert torch.equal(got.label[ok], label[ok])
+    assert_close(got.confidence[~nan], conf[~nan].float(), atol=2e-6, name="confidence")
+    assert_close(got.entropy[~nan], ent[~nan].float(), atol=4e-6, name="entropy")
+    ref = reference.score(x, size=(13, 17), align_corners=align_corners)
+    assert torch.equal(torch.isnan(ref.entropy), nan)
+
+
+@pytest.mark.parametrize("shape,size", UPSAMPLE_CASES, ids=lambda v: "x".join(map(str, v)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+def test_upsampled_align_corners_matches_score_of_interpolate(shape, size, dtype, layout):
+    x = random_logits(shape, dtype)
+    got = ops.score(make_layout(x, layout), size=size, align_corners=True)
+    up64 = F.interpolate(x.double(), size=size, mode="bilinear", align_corners=True)
+    want = reference.score(x.double(), size=size, align_corners=True)
+    # align_corners=True scales by (h - 1) / (H - 1), which float32 rounds
+    # (F.interpolate's float32 kernel too): source coordinates carry ~1e-7
+    # relative error, so against float64 the bound is looser than for the
+    # exact 8x scales of align_corners=False; against the float32 reference
+    # (the same taps) it is the usual one.
+    ties = near_tie(up64, margin=1e-3)
+    assert torch.equal(got.label[~ties], want.label[~ties])
+    assert_close(got.confidence, want.confidence, atol=2e-5, name="confidence")
+    assert_close(got.entropy, want.entropy, atol=4e-5, name="entropy")
+    ref = reference.score(x, size=size, align_corners=True)
+    ref_ties = near_tie(F.interpolate(x.float(), size=size, mode="bilinear", align_corners=True), margin=1e-4)
+    assert torch.equal(got.label[~ref_ties], ref.label[~ref_ties])
+    assert_close(got.confidence, ref.confidence, atol=4e-6, name="confidence vs float32 reference")
+    assert_close(got.entropy, ref.entropy, atol=8e-6, name="entropy vs float32 reference")
+    # The flag matters wherever the factor is not 1.
+    if tuple(size) != tuple(shape[2:]) and min(shape[2:]) > 1:
+        other = ops.score(x, size=size)
+        assert not torch.equal(other.confidence, got.confidence)
+
+
+def test_upsampled_align_corners_opcheck_and_compile():
+    x = random_logits((2, 5, 6, 7), torch.float32)
+    torch.library.opcheck(torch.ops.lse_fast.score_upsampled.default, (x, [13, 9], True))
+    f = torch.compile(lambda z: ops.score(z, size=(13, 9), align_corners=True).class_pixels, fullgraph=True)
+    assert torch.equal(f(x), ops.score(x, size=(13, 9), align_corners=True).class_pixels)
+
+
+def test_align_corners_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"score: `align_corners` must be a bool, got 1"):
+        ops.score(random_logits((1, 3, 4, 4), torch.float32), size=(8, 8), align_corners=1)
+
+
+@requires_cuda
+@pytest.mark.parametrize("shape,size", UPSAMPLE_CASES, ids=lambda v: "x".join(map(str, v)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cuda_upsampled_align_corners_and_neg_inf_match_cpu(shape, size, dtype):
+    x = with_neg_inf(random_logits(shape, dtype), seed=1) if shape[1] > 1 else random_logits(shape, dtype)
+    for align in (False, True):
+        got, want = ops.score(x.cuda(), size=size, align_corners=align), ops.score(x, size=size, align_corners=align)
+        assert_close(got.confidence, want.confidence, atol=2e-6, name="confidence")
+        assert_close(got.entropy, want.entropy, atol=4e-6, name="entropy")
+    got, want = ops.score(x.cuda()), ops.score(x)
+    assert torch.equal(got.label.cpu(), want.label)
+    assert_close(got.entropy, want.entropy, atol=2e-6, name="entropy")

@@ -45,11 +45,12 @@ LSE_HD ResampleAxis make_resample_axis(float start, float end, int64_t out_size,
   return a;
 }
 
-// The axis of a bilinear (align_corners=False) upsampling of `in` pixels to
-// `out`: linear_tap on it gives exactly F.interpolate's taps (the whole map
-// is a box [0, in)). Used by crop_pseudo_labels and the upsampled score.
-LSE_HD ResampleAxis upsample_axis(int64_t in, int64_t out) {
-  return make_resample_axis(0.0f, static_cast<float>(in), out, in, false);
+// The axis of a bilinear upsampling of `in` pixels to `out` with either
+// align_corners: linear_tap on it gives exactly F.interpolate's taps (the
+// whole map is a box [0, in)). Used by crop_pseudo_labels and the upsampled
+// score.
+LSE_HD ResampleAxis upsample_axis(int64_t in, int64_t out, bool align_corners = false) {
+  return make_resample_axis(0.0f, static_cast<float>(in), out, in, align_corners);
 }
 
 // Two neighbouring input indices and the weight of the second.

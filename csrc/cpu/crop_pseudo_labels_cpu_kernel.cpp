@@ -94,10 +94,14 @@ LSE_HD void pseudo_label_unit_body(const PseudoLabelArgs& a, int64_t unit, Pseud
   const float log_c = c > 1 ? log_normal(static_cast<float>(c)) : 1.0f;
 
   // Full-resolution -> low-resolution upsampling axes (identity when equal).
-  const ResampleAxis up_y = upsample_axis(a.h, a.image_h);
-  const ResampleAxis up_x = upsample_axis(a.w, a.image_w);
-  const ResampleAxis cy = a.boxes.y_axis(k, a.oh, a.image_h, false);
-  const ResampleAxis cx = a.boxes.x_axis(k, ow, a.image_w, false);
+  const ResampleAxis up_y = upsample_axis(a.h, a.image_h, a.align_corners);
+  const ResampleAxis up_x = upsample_axis(a.w, a.image_w, a.align_corners);
+  // Bilinear crop axes (the label) and nearest crop axes (the filter, whose
+  // taps do not depend on align_corners).
+  const ResampleAxis cy = a.boxes.y_axis(k, a.oh, a.image_h, a.align_corners);
+  const ResampleAxis cx = a.boxes.x_axis(k, ow, a.image_w, a.align_corners);
+  const ResampleAxis ny = a.boxes.y_axis(k, a.oh, a.image_h, false);
+  const ResampleAxis nx = a.boxes.x_axis(k, ow, a.image_w, false);
 
   s.col_idx.resize(4 * ow);
   s.col_w.resize(4 * ow);
@@ -106,11 +110,11 @@ LSE_HD void pseudo_label_unit_body(const PseudoLabelArgs& a, int64_t unit, Pseud
     const LinearTap t = linear_tap(cx, ox);
     const ComposedTaps ct = compose_taps(t, linear_tap(up_x, t.i0), linear_tap(up_x, t.i1));
     for (int b = 0; b < 4; ++b) s.col_idx[4 * ox + b] = ct.idx[b], s.col_w[4 * ox + b] = ct.w[b];
-    s.nearest_col[ox] = nearest_tap(cx, ox) - cx.lo;
+    s.nearest_col[ox] = nearest_tap(nx, ox) - nx.lo;
   }
-  const int64_t flen = cx.hi - cx.lo + 1;
+  const int64_t flen = nx.hi - nx.lo + 1;
   s.fcol.resize(flen);
-  for (int64_t j = 0; j < flen; ++j) s.fcol[j] = linear_tap(up_x, cx.lo + j);
+  for (int64_t j = 0; j < flen; ++j) s.fcol[j] = linear_tap(up_x, nx.lo + j);
   s.filter.resize(flen), s.fmax.resize(flen), s.fent.resize(flen), s.farg.resize(flen);
   s.filter_row = -1;
   s.slots.resize(PseudoLabelScratch::kSlots * c * ow);
@@ -146,7 +150,7 @@ LSE_HD void pseudo_label_unit_body(const PseudoLabelArgs& a, int64_t unit, Pseud
     for (int b = 0; b < 4; ++b) h[b] = s.slots.data() + which[b] * c * ow;
     pl_vertical_argmax(h, rt.w, c, ow, s.best.data(), s.arg.data());
 
-    const int64_t fy = nearest_tap(cy, oy);
+    const int64_t fy = nearest_tap(ny, oy);
     if (fy != s.filter_row) {
       s.filter_row = fy;
       pl_filter_row(image, plane, c, a.w, linear_tap(up_y, fy), s.fcol.data(), flen,

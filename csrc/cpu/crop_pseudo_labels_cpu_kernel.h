@@ -19,6 +19,9 @@ struct PseudoLabelArgs {
   int64_t oh = 0, ow = 0;
   const float* thresholds = nullptr;  // [C]
   uint8_t ignore_index = 255;
+  // F.interpolate's flag of the upsampling to image_h x image_w and of the
+  // bilinear crop (the filter's nearest crop has no such flag).
+  bool align_corners = false;
   uint8_t* out = nullptr;  // [K, oh, ow]
 };
 

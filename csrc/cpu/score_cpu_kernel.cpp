@@ -16,32 +16,67 @@ namespace lse::cpu {
 namespace {
 
 // Scores `len` pixels whose class-c values are planes[c * plane_stride + p]
-// (unit pixel stride, float), writing per-pixel outputs and the tile's
-// per-class partial sums.
-LSE_HD void score_tile_planes_body(const float* planes, int64_t plane_stride, int64_t num_classes,
-                       int64_t len, float inv_log_c, float* conf, int64_t* label,
-                       float* ent, int64_t* part_pixels, double* part_conf,
-                       double* part_ent) {
-  alignas(64) float m[kTile];
-  alignas(64) float s[kTile];
-  alignas(64) float t[kTile];
+// (unit pixel stride, float) or, with kBlend, the vertical blend
+// (1 - ly) * planes[...] + ly * planes1[...] of two horizontally resampled
+// rows (the outer step of bilinear_blend), writing per-pixel outputs and the
+// tile's per-class partial sums. kProbs: the values are probabilities
+// (ProbAcc) instead of logits (ScoreAcc).
+template <bool kProbs, bool kBlend>
+LSE_HD void score_tile_planes_body(std::bool_constant<kProbs>, std::bool_constant<kBlend>,
+                                   const float* planes, const float* planes1, float ly,
+                                   int64_t plane_stride, int64_t num_classes, int64_t len,
+                                   float inv_log_c, float* conf, int64_t* label, float* ent,
+                                   int64_t* part_pixels, double* part_conf, double* part_ent) {
+  alignas(64) float m[kTile];  // ScoreAcc::m or ProbAcc::best
+  alignas(64) float s[kTile];  // ScoreAcc::s (unused for probabilities)
+  alignas(64) float t[kTile];  // ScoreAcc::t or ProbAcc::h
   alignas(64) int32_t a[kTile];
+  const float wy1 = ly, wy0 = 1.0f - ly;
 
   for (int64_t p = 0; p < len; ++p) {
-    const ScoreAcc acc = score_init(planes[p]);
-    m[p] = acc.m, s[p] = acc.s, t[p] = acc.t, a[p] = acc.a;
-  }
-  for (int64_t c = 1; c < num_classes; ++c) {
-    const float* x = planes + c * plane_stride;
-    const int32_t ci = static_cast<int32_t>(c);
-    for (int64_t p = 0; p < len; ++p) {
-      ScoreAcc acc{m[p], s[p], t[p], a[p]};
-      score_update(acc, x[p], ci);
+    float x;
+    if constexpr (kBlend) {
+      x = wy0 * planes[p] + wy1 * planes1[p];
+    } else {
+      x = planes[p];
+    }
+    if constexpr (kProbs) {
+      const ProbAcc acc = prob_init(x);
+      m[p] = acc.best, t[p] = acc.h, a[p] = acc.a;
+    } else {
+      const ScoreAcc acc = score_init(x);
       m[p] = acc.m, s[p] = acc.s, t[p] = acc.t, a[p] = acc.a;
     }
   }
+  for (int64_t c = 1; c < num_classes; ++c) {
+    const float* x0 = planes + c * plane_stride;
+    const float* x1 = planes1 + c * plane_stride;
+    const int32_t ci = static_cast<int32_t>(c);
+    for (int64_t p = 0; p < len; ++p) {
+      float x;
+      if constexpr (kBlend) {
+        x = wy0 * x0[p] + wy1 * x1[p];
+      } else {
+        x = x0[p];
+      }
+      if constexpr (kProbs) {
+        ProbAcc acc{m[p], t[p], a[p]};
+        prob_update(acc, x, ci);
+        m[p] = acc.best, t[p] = acc.h, a[p] = acc.a;
+      } else {
+        ScoreAcc acc{m[p], s[p], t[p], a[p]};
+        score_update(acc, x, ci);
+        m[p] = acc.m, s[p] = acc.s, t[p] = acc.t, a[p] = acc.a;
+      }
+    }
+  }
   for (int64_t p = 0; p < len; ++p) {
-    const PixelScore r = score_finish(ScoreAcc{m[p], s[p], t[p], a[p]}, inv_log_c);
+    PixelScore r;
+    if constexpr (kProbs) {
+      r = prob_finish(ProbAcc{m[p], t[p], a[p]}, inv_log_c);
+    } else {
+      r = score_finish(ScoreAcc{m[p], s[p], t[p], a[p]}, inv_log_c);
+    }
     conf[p] = r.confidence;
     ent[p] = r.entropy;
     label[p] = r.label;
@@ -60,33 +95,52 @@ LSE_HD void score_tile_planes_body(const float* planes, int64_t plane_stride, in
 
 LSE_CPU_DISPATCH(score_tile_planes, score_tile_planes_body)
 
-// Upsampled logits of one tile into float planes dst[c * kTile + p]: rows
-// r0_base/r1_base (class 0) with weight ly of the second, columns at the
-// premultiplied offsets x0/x1 with weights lx of the second.
+// Scores one tile with the variant of `from` (kBlend as given).
+template <bool kBlend>
+void score_tile(ScoreFrom from, std::bool_constant<kBlend> blend, const float* planes,
+                const float* planes1, float ly, int64_t plane_stride, int64_t num_classes,
+                int64_t len, float inv_log_c, float* conf, int64_t* label, float* ent,
+                int64_t* part_pixels, double* part_conf, double* part_ent) {
+  if (from == ScoreFrom::Probs) {
+    score_tile_planes(std::true_type{}, blend, planes, planes1, ly, plane_stride, num_classes, len,
+                      inv_log_c, conf, label, ent, part_pixels, part_conf, part_ent);
+  } else {
+    score_tile_planes(std::false_type{}, blend, planes, planes1, ly, plane_stride, num_classes, len,
+                      inv_log_c, conf, label, ent, part_pixels, part_conf, part_ent);
+  }
+}
+
+// Horizontal resampling of one low-resolution row (class 0 at `row`, class c
+// at row + c * stride_c) at a tile's output columns into float planes
+// dst[c * kTile + p]: (1 - lx) * row[x0] + lx * row[x1], the inner step of
+// bilinear_blend, with the columns' premultiplied offsets x0/x1.
 template <typename T>
-LSE_HD void upsample_planes_body(int64_t stride_c, int64_t num_classes,
-                                 const T* r0_base, const T* r1_base, float ly, const int64_t* x0,
-                                 const int64_t* x1, const float* lx, int64_t len, float* dst) {
+LSE_HD void resample_row_body(const T* row, int64_t stride_c, int64_t num_classes, const int64_t* x0,
+                              const int64_t* x1, const float* lx, int64_t len, float* dst) {
   for (int64_t c = 0; c < num_classes; ++c) {
-    const T* r0 = r0_base + c * stride_c;
-    const T* r1 = r1_base + c * stride_c;
+    const T* r = row + c * stride_c;
     float* y = dst + c * kTile;
     for (int64_t p = 0; p < len; ++p) {
-      y[p] = bilinear_blend<float>(ly, lx[p], to_float(r0[x0[p]]), to_float(r0[x1[p]]),
-                                   to_float(r1[x0[p]]), to_float(r1[x1[p]]));
+      const float wx1 = lx[p], wx0 = 1.0f - lx[p];
+      y[p] = wx0 * to_float(r[x0[p]]) + wx1 * to_float(r[x1[p]]);
     }
   }
 }
 
-LSE_CPU_DISPATCH(upsample_planes, upsample_planes_body)
+LSE_CPU_DISPATCH(resample_row, resample_row_body)
+
+float inverse_log_classes(int64_t c) {
+  return c > 1 ? static_cast<float>(1.0 / std::log(static_cast<double>(c))) : 0.0f;
+}
 
 }  // namespace
 
 template <typename T>
 void score_cpu_tiles(const T* logits, const PixelGeometry& g, int64_t tile_begin,
-                     int64_t tile_end, const ScoreOutputs& out, const ScorePartials& partials) {
+                     int64_t tile_end, const ScoreOutputs& out, const ScorePartials& partials,
+                     ScoreFrom from) {
   const Tiling tiling = make_tiling(g);
-  const float inv_log_c = g.c > 1 ? static_cast<float>(1.0 / std::log(static_cast<double>(g.c))) : 0.0f;
+  const float inv_log_c = inverse_log_classes(g.c);
   // Float logits with unit pixel stride are read in place; anything else is
   // first gathered into float planes.
   const bool in_place = std::is_same_v<T, float> && g.stride_col == 1;
@@ -103,39 +157,56 @@ void score_cpu_tiles(const T* logits, const PixelGeometry& g, int64_t tile_begin
     if (!in_place) gather_planes(src, g.stride_c, g.stride_col, g.c, t.len, buffer.data());
 
     const int64_t pix = t.n * g.pixels() + t.pixel;
-    score_tile_planes(planes, plane_stride, g.c, t.len, inv_log_c, out.confidence + pix,
-                      out.label + pix, out.entropy + pix, partials.pixels + tile * g.c,
-                      partials.confidence + tile * g.c, partials.entropy + tile * g.c);
+    score_tile(from, std::false_type{}, planes, planes, 0.0f, plane_stride, g.c, t.len, inv_log_c,
+               out.confidence + pix, out.label + pix, out.entropy + pix, partials.pixels + tile * g.c,
+               partials.confidence + tile * g.c, partials.entropy + tile * g.c);
   }
 }
 
 template <typename T>
 void score_upsampled_cpu_tiles(const T* logits, const UpsampledLogits& u, int64_t tile_begin,
                                int64_t tile_end, const ScoreOutputs& out,
-                               const ScorePartials& partials) {
+                               const ScorePartials& partials, ScoreFrom from) {
   const PixelGeometry g = upsampled_geometry(u);
   const Tiling tiling = make_tiling(g);
-  const float inv_log_c = g.c > 1 ? static_cast<float>(1.0 / std::log(static_cast<double>(g.c))) : 0.0f;
-  const ResampleAxis ay = upsample_axis(u.h, u.out_h), ax = upsample_axis(u.w, u.out_w);
+  const float inv_log_c = inverse_log_classes(g.c);
+  const ResampleAxis ay = upsample_axis(u.h, u.out_h, u.align_corners);
+  const ResampleAxis ax = upsample_axis(u.w, u.out_w, u.align_corners);
   std::vector<int64_t> x0(static_cast<size_t>(u.out_w)), x1(static_cast<size_t>(u.out_w));
   std::vector<float> lx(static_cast<size_t>(u.out_w));
   for (int64_t x = 0; x < u.out_w; ++x) {
     const LinearTap t = linear_tap(ax, x);
     x0[x] = t.i0 * u.stride_w, x1[x] = t.i1 * u.stride_w, lx[x] = t.l1;
   }
-  std::vector<float> buffer(static_cast<size_t>(g.c * kTile));
+  // Two cached horizontally resampled rows per tile column: consecutive
+  // output rows of a column read the same low-resolution rows (8 output
+  // rows per pair at 8x), so each is resampled once, not once per output row.
+  const int64_t slot_size = g.c * kTile;
+  std::vector<float> rows(static_cast<size_t>(2 * tiling.per_row * slot_size));
+  std::vector<int64_t> row_key(static_cast<size_t>(2 * tiling.per_row), -1);  // n * h + low-res row
+  const auto resampled = [&](const Tile& t, int64_t column, int64_t low_row, int64_t keep) {
+    const int64_t key = t.n * u.h + low_row;
+    int64_t* keys = row_key.data() + 2 * column;
+    int slot = keys[0] == key ? 0 : (keys[1] == key ? 1 : -1);
+    if (slot < 0) {
+      slot = keys[0] == keep ? 1 : 0;  // never evict the other row this tile reads
+      keys[slot] = key;
+      resample_row(logits + t.n * u.stride_n + low_row * u.stride_h, u.stride_c, g.c, x0.data() + t.col0,
+                   x1.data() + t.col0, lx.data() + t.col0, t.len,
+                   rows.data() + (2 * column + slot) * slot_size);
+    }
+    return static_cast<const float*>(rows.data() + (2 * column + slot) * slot_size);
+  };
   for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
     const Tile t = tile_at(g, tiling, tile);
-    const T* image = logits + t.n * u.stride_n;
+    const int64_t column = t.col0 / kTile;
     const LinearTap ty = linear_tap(ay, t.row);
-    upsample_planes(u.stride_c, g.c, image + ty.i0 * u.stride_h, image + ty.i1 * u.stride_h,
-                    ty.l1, x0.data() + t.col0, x1.data() + t.col0, lx.data() + t.col0, t.len,
-                    buffer.data());
+    const float* r0 = resampled(t, column, ty.i0, -1);
+    const float* r1 = resampled(t, column, ty.i1, t.n * u.h + ty.i0);
     const int64_t pix = t.n * g.pixels() + t.pixel;
-    score_tile_planes(static_cast<const float*>(buffer.data()), int64_t{kTile}, g.c, t.len, inv_log_c,
-                      out.confidence + pix, out.label + pix, out.entropy + pix,
-                      partials.pixels + tile * g.c, partials.confidence + tile * g.c,
-                      partials.entropy + tile * g.c);
+    score_tile(from, std::true_type{}, r0, r1, ty.l1, int64_t{kTile}, g.c, t.len, inv_log_c,
+               out.confidence + pix, out.label + pix, out.entropy + pix, partials.pixels + tile * g.c,
+               partials.confidence + tile * g.c, partials.entropy + tile * g.c);
   }
 }
 
@@ -161,23 +232,24 @@ void score_cpu_reduce(const PixelGeometry& g, const ScorePartials& partials,
 
 template <typename T>
 void score_cpu_serial(const T* logits, const PixelGeometry& g, const ScoreOutputs& out,
-                      int64_t* class_pixels, float* class_confidence, float* class_entropy) {
+                      int64_t* class_pixels, float* class_confidence, float* class_entropy,
+                      ScoreFrom from) {
   const Tiling tiling = make_tiling(g);
   const size_t cells = static_cast<size_t>(tiling.total * g.c);
   std::vector<int64_t> pixels(cells);
   std::vector<double> conf(cells), ent(cells);
   const ScorePartials partials{pixels.data(), conf.data(), ent.data()};
-  score_cpu_tiles(logits, g, 0, tiling.total, out, partials);
+  score_cpu_tiles(logits, g, 0, tiling.total, out, partials, from);
   score_cpu_reduce(g, partials, class_pixels, class_confidence, class_entropy);
 }
 
 #define LSE_INSTANTIATE(T)                                                                   \
   template void score_cpu_tiles<T>(const T*, const PixelGeometry&, int64_t, int64_t,          \
-                                   const ScoreOutputs&, const ScorePartials&);                \
+                                   const ScoreOutputs&, const ScorePartials&, ScoreFrom);     \
   template void score_cpu_serial<T>(const T*, const PixelGeometry&, const ScoreOutputs&,      \
-                                    int64_t*, float*, float*);                                \
+                                    int64_t*, float*, float*, ScoreFrom);                     \
   template void score_upsampled_cpu_tiles<T>(const T*, const UpsampledLogits&, int64_t, int64_t, \
-                                             const ScoreOutputs&, const ScorePartials&);
+                                             const ScoreOutputs&, const ScorePartials&, ScoreFrom);
 LSE_INSTANTIATE(float)
 LSE_INSTANTIATE(half_t)
 LSE_INSTANTIATE(bfloat16_t)

@@ -28,17 +28,24 @@ struct ScorePartials {
   double* entropy;
 };
 
+// What the scored values are: logits (score: online softmax, core/score_math.h
+// ScoreAcc) or probabilities (score_probs: max, argmax and -sum p log p,
+// ProbAcc).
+enum class ScoreFrom : int { Logits = 0, Probs = 1 };
+
 // Scores tiles [tile_begin, tile_end). T is float, half_t or bfloat16_t.
 template <typename T>
 void score_cpu_tiles(const T* logits, const PixelGeometry& g, int64_t tile_begin,
-                     int64_t tile_end, const ScoreOutputs& out, const ScorePartials& partials);
+                     int64_t tile_end, const ScoreOutputs& out, const ScorePartials& partials,
+                     ScoreFrom from = ScoreFrom::Logits);
 
-// [N, C, h, w] logits with element strides, scored as their bilinear
-// (align_corners=False) upsampling to out_h x out_w, never materialised.
+// [N, C, h, w] logits (or probabilities) with element strides, scored as
+// their bilinear upsampling to out_h x out_w, never materialised.
 struct UpsampledLogits {
   int64_t n = 0, c = 0, h = 0, w = 0;
   int64_t stride_n = 0, stride_c = 0, stride_h = 0, stride_w = 0;
   int64_t out_h = 0, out_w = 0;
+  bool align_corners = false;  // F.interpolate's flag
 };
 
 // The geometry of the upsampled map ([N, C, out_h, out_w] rows x cols) that
@@ -52,12 +59,15 @@ inline PixelGeometry upsampled_geometry(const UpsampledLogits& u) {
 }
 
 // Scores tiles [tile_begin, tile_end) of make_tiling(upsampled_geometry(u)):
-// per tile, the upsampled logits of its pixels (core/resample.h taps and
-// bilinear_blend, in float) go through the same per-pixel math as score.
+// per tile, the upsampled values of its pixels (core/resample.h taps, the
+// arithmetic of bilinear_blend, in float) go through the same per-pixel math
+// as score (or score_probs). Each low-resolution row is blended horizontally
+// once per tile column (cached while consecutive output rows read it), and
+// the vertical blend is fused into the scoring loop.
 template <typename T>
 void score_upsampled_cpu_tiles(const T* logits, const UpsampledLogits& u, int64_t tile_begin,
                                int64_t tile_end, const ScoreOutputs& out,
-                               const ScorePartials& partials);
+                               const ScorePartials& partials, ScoreFrom from = ScoreFrom::Logits);
 
 // Sums the partial rows of each image into [N, C] outputs.
 void score_cpu_reduce(const PixelGeometry& g, const ScorePartials& partials,
@@ -67,6 +77,7 @@ void score_cpu_reduce(const PixelGeometry& g, const ScorePartials& partials,
 // partials, scores every tile and reduces.
 template <typename T>
 void score_cpu_serial(const T* logits, const PixelGeometry& g, const ScoreOutputs& out,
-                      int64_t* class_pixels, float* class_confidence, float* class_entropy);
+                      int64_t* class_pixels, float* class_confidence, float* class_entropy,
+                      ScoreFrom from = ScoreFrom::Logits);
 
 }  // namespace lse::cpu

@@ -11,6 +11,7 @@ namespace {
 
 struct PseudoLabelGeometry {
   int64_t c, h, w, image_h, image_w, oh, ow;
+  bool align_corners;  // of the upsampling and the bilinear crop
 };
 
 // The CPU kernel's arithmetic per pixel: label = argmax over classes of
@@ -29,14 +30,15 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t ox = i % g.ow, oy = (i / g.ow) % g.oh, k = i / (g.ow * g.oh);
   const Index plane = static_cast<Index>(g.h * g.w);
   const float* image = probs + boxes.image(k) * g.c * static_cast<int64_t>(plane);
-  const ResampleAxis up_y = upsample_axis(g.h, g.image_h);
-  const ResampleAxis up_x = upsample_axis(g.w, g.image_w);
-  const ResampleAxis cy = boxes.y_axis(k, g.oh, g.image_h, false);
-  const ResampleAxis cx = boxes.x_axis(k, g.ow, g.image_w, false);
+  const ResampleAxis up_y = upsample_axis(g.h, g.image_h, g.align_corners);
+  const ResampleAxis up_x = upsample_axis(g.w, g.image_w, g.align_corners);
 
   {
-    const LinearTap fy = linear_tap(up_y, nearest_tap(cy, oy));
-    const LinearTap fx = linear_tap(up_x, nearest_tap(cx, ox));
+    // The filter's nearest crop has no align_corners.
+    const ResampleAxis ny = boxes.y_axis(k, g.oh, g.image_h, false);
+    const ResampleAxis nx = boxes.x_axis(k, g.ow, g.image_w, false);
+    const LinearTap fy = linear_tap(up_y, nearest_tap(ny, oy));
+    const LinearTap fx = linear_tap(up_x, nearest_tap(nx, ox));
     const Index r0 = static_cast<Index>(fy.i0 * g.w), r1 = static_cast<Index>(fy.i1 * g.w);
     const Index x0 = static_cast<Index>(fx.i0), x1 = static_cast<Index>(fx.i1);
     float fmax = -1.0f, ent = 0.0f;
@@ -54,6 +56,8 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
+  const ResampleAxis cy = boxes.y_axis(k, g.oh, g.image_h, g.align_corners);
+  const ResampleAxis cx = boxes.x_axis(k, g.ow, g.image_w, g.align_corners);
   const LinearTap ty = linear_tap(cy, oy), tx = linear_tap(cx, ox);
   const ComposedTaps rows = compose_taps(ty, linear_tap(up_y, ty.i0), linear_tap(up_y, ty.i1));
   const ComposedTaps cols = compose_taps(tx, linear_tap(up_x, tx.i0), linear_tap(up_x, tx.i1));
@@ -84,11 +88,12 @@ __global__ void __launch_bounds__(kThreads)
 cudaError_t crop_pseudo_labels_launch(const float* probs, int64_t n, int64_t c, int64_t h, int64_t w,
                                       int64_t image_h, int64_t image_w, const float* boxes, int64_t k,
                                       int64_t oh, int64_t ow, const float* thresholds,
-                                      uint8_t ignore_index, uint8_t* out, cudaStream_t stream) {
+                                      uint8_t ignore_index, bool align_corners, uint8_t* out,
+                                      cudaStream_t stream) {
   const int64_t total = k * oh * ow;
   if (total == 0) return cudaSuccess;
   (void)n;
-  const PseudoLabelGeometry g{c, h, w, image_h, image_w, oh, ow};
+  const PseudoLabelGeometry g{c, h, w, image_h, image_w, oh, ow, align_corners};
   if (h * w <= INT32_MAX) {
     crop_pseudo_labels_kernel<int32_t><<<blocks_for(total), kThreads, 0, stream>>>(
         probs, g, CropBoxes{boxes, k}, thresholds, ignore_index, out, total);

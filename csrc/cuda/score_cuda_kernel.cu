@@ -1,6 +1,7 @@
-// CUDA kernel of the fused scoring op. Same per-pixel math as the CPU kernel
-// (core/score_math.h), read directly or through the bilinear upsampling taps
-// (core/resample.h) for score_upsampled.
+// CUDA kernel of the fused scoring ops (score, score_probs). Same per-pixel
+// math as the CPU kernel (core/score_math.h: ScoreAcc for logits, ProbAcc
+// for probabilities), read directly or through the bilinear upsampling taps
+// (core/resample.h, either align_corners) for the upsampled forms.
 //
 // Layout: thread i of a block handles pixels base + k * kThreads + i for
 // k < kPixelsPerThread, so a warp reads 32 consecutive pixels of one class
@@ -37,11 +38,29 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Softmax state of output pixel q: read directly, or (kUpsample) each class
-// value blended from its four low-resolution taps, computed once per pixel.
-template <typename T, bool kUpsample>
-__device__ __forceinline__ ScoreAcc score_pixel(const T* image, const PixelGeometry& g,
-                                                const ScoreUpsample& up, int64_t q) {
+// Scores of output pixel q: its class values read directly, or (kUpsample)
+// each blended from its four low-resolution taps, computed once per pixel;
+// through the online softmax (logits) or ProbAcc (kProbs, probabilities).
+template <bool kProbs>
+struct PixelAcc;
+template <>
+struct PixelAcc<false> {
+  ScoreAcc acc;
+  __device__ __forceinline__ void init(float x) { acc = score_init(x); }
+  __device__ __forceinline__ void update(float x, int c) { score_update(acc, x, c); }
+  __device__ __forceinline__ PixelScore finish(float inv_log_c) const { return score_finish(acc, inv_log_c); }
+};
+template <>
+struct PixelAcc<true> {
+  ProbAcc acc;
+  __device__ __forceinline__ void init(float x) { acc = prob_init(x); }
+  __device__ __forceinline__ void update(float x, int c) { prob_update(acc, x, c); }
+  __device__ __forceinline__ PixelScore finish(float inv_log_c) const { return prob_finish(acc, inv_log_c); }
+};
+
+template <typename T, bool kUpsample, bool kProbs>
+__device__ __forceinline__ PixelScore score_pixel(const T* image, const PixelGeometry& g,
+                                                  const ScoreUpsample& up, int64_t q, float inv_log_c) {
   const int num_classes = static_cast<int>(g.c);
   if constexpr (kUpsample) {
     const int64_t row = q / g.cols;
@@ -54,16 +73,18 @@ __device__ __forceinline__ ScoreAcc score_pixel(const T* image, const PixelGeome
       return bilinear_blend<float>(ty.l1, tx.l1, load(r0 + o + x0), load(r0 + o + x1), load(r1 + o + x0),
                                    load(r1 + o + x1));
     };
-    ScoreAcc acc = score_init(value(0));
+    PixelAcc<kProbs> acc;
+    acc.init(value(0));
 #pragma unroll 2
-    for (int c = 1; c < num_classes; ++c) score_update(acc, value(c), c);
-    return acc;
+    for (int c = 1; c < num_classes; ++c) acc.update(value(c), c);
+    return acc.finish(inv_log_c);
   } else {
     const T* x = image + g.pixel_offset(q);
-    ScoreAcc acc = score_init(load(x));
+    PixelAcc<kProbs> acc;
+    acc.init(load(x));
 #pragma unroll 4
-    for (int c = 1; c < num_classes; ++c) score_update(acc, load(x + c * g.stride_c), c);
-    return acc;
+    for (int c = 1; c < num_classes; ++c) acc.update(load(x + c * g.stride_c), c);
+    return acc.finish(inv_log_c);
   }
 }
 
@@ -73,7 +94,7 @@ __device__ __forceinline__ ScoreAcc score_pixel(const T* image, const PixelGeome
 // sums in double) and each block adds them to the zeroed workspace once;
 // the last block to finish converts the workspace into the op's outputs, so
 // one memset and this kernel are the whole launch.
-template <typename T, bool kUpsample>
+template <typename T, bool kUpsample, bool kProbs>
 __global__ void __launch_bounds__(kThreads)
     score_kernel(const T* __restrict__ logits, PixelGeometry g, ScoreUpsample up, int64_t blocks_per_image,
                  float inv_log_c, float* __restrict__ confidence, int64_t* __restrict__ label,
@@ -104,7 +125,7 @@ __global__ void __launch_bounds__(kThreads)
       int cls = -1;
       float conf = 0.0f, ent = 0.0f;
       if (q < pixels) {
-        const PixelScore r = score_finish(score_pixel<T, kUpsample>(image, g, up, q), inv_log_c);
+        const PixelScore r = score_pixel<T, kUpsample, kProbs>(image, g, up, q, inv_log_c);
         const int64_t out = n * pixels + q;
         confidence[out] = r.confidence;
         entropy[out] = r.entropy;
@@ -172,7 +193,7 @@ int sm_count() {
   return cached[device];
 }
 
-template <typename T>
+template <typename T, bool kProbs>
 cudaError_t launch(const ScoreCudaArgs& a, cudaStream_t stream) {
   const PixelGeometry& g = a.geometry;
   const int64_t chunks = (g.rows * g.cols + kPixelsPerBlock - 1) / kPixelsPerBlock;
@@ -186,11 +207,11 @@ cudaError_t launch(const ScoreCudaArgs& a, cudaStream_t stream) {
   const size_t smem = static_cast<size_t>(g.c) * (2 * sizeof(double) + sizeof(unsigned));
   const float inv_log_c = g.c > 1 ? static_cast<float>(1.0 / log(static_cast<double>(g.c))) : 0.0f;
   if (a.upsample != nullptr) {
-    score_kernel<T, true><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
+    score_kernel<T, true, kProbs><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
         static_cast<const T*>(a.logits), g, *a.upsample, blocks_per_image, inv_log_c, a.confidence,
         a.label, a.entropy, a.workspace, a.class_pixels, a.class_confidence, a.class_entropy);
   } else {
-    score_kernel<T, false><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
+    score_kernel<T, false, kProbs><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(
         static_cast<const T*>(a.logits), g, ScoreUpsample{}, blocks_per_image, inv_log_c, a.confidence,
         a.label, a.entropy, a.workspace, a.class_pixels, a.class_confidence, a.class_entropy);
   }
@@ -207,7 +228,8 @@ cudaError_t score_cuda_launch(const ScoreCudaArgs& args, cudaStream_t stream) {
   if (args.kind == FloatKind::Float64) return cudaErrorInvalidValue;  // the op takes 16/32-bit logits
   // FloatKind's first three types (Float64 is excluded above).
   return dispatch_type<float, half_t, bfloat16_t>(static_cast<int>(args.kind), [&](auto tag) {
-    return launch<typename decltype(tag)::type>(args, stream);
+    using T = typename decltype(tag)::type;
+    return args.probs ? launch<T, true>(args, stream) : launch<T, false>(args, stream);
   });
 }
 

@@ -14,10 +14,10 @@ namespace lse::cuda {
 // The per-block class accumulators live in shared memory: 12 bytes a class.
 constexpr int64_t kScoreMaxClasses = 4096;
 
-// Scoring the bilinear (align_corners=False) upsampling of [N, C, h, w]
-// logits: the taps of each output pixel come from core/resample.h.
+// Scoring the bilinear upsampling of [N, C, h, w] logits (or
+// probabilities): the taps of each output pixel come from core/resample.h.
 struct ScoreUpsample {
-  ResampleAxis y, x;              // upsample_axis(h, H), upsample_axis(w, W)
+  ResampleAxis y, x;           // upsample_axis(h, H, align_corners), upsample_axis(w, W, align_corners)
   int64_t stride_h, stride_w;  // element strides of the low-resolution logits
 };
 
@@ -53,6 +53,7 @@ struct ScoreCudaArgs {
   // with the logits' stride_n and stride_c.
   PixelGeometry geometry;
   const ScoreUpsample* upsample;  // nullptr: score the logits as they are
+  bool probs;                     // the values are probabilities (score_probs), not logits
   float* confidence;   // [N, H * W]
   int64_t* label;      // [N, H * W]
   float* entropy;      // [N, H * W]

@@ -12,14 +12,15 @@ namespace lse::torch_ops {
 namespace {
 
 at::Tensor crop_pseudo_labels_meta(const at::Tensor& probs, const at::Tensor& boxes, at::IntArrayRef size,
-                                   const at::Tensor& thresholds, at::IntArrayRef image_size, int64_t ignore_index) {
+                                   const at::Tensor& thresholds, at::IntArrayRef image_size, int64_t ignore_index,
+                                   bool /*align_corners*/) {
   const auto [oh, ow] = check_crop_pseudo_labels_meta(probs, boxes, size, thresholds, image_size, ignore_index);
   return at::empty_symint({boxes.sym_size(0), oh, ow}, probs.options().dtype(at::kByte));
 }
 
 at::Tensor crop_pseudo_labels_kernel(const at::Tensor& probs, const at::Tensor& boxes, at::IntArrayRef size,
                                      const at::Tensor& thresholds, at::IntArrayRef image_size,
-                                     int64_t ignore_index) {
+                                     int64_t ignore_index, bool align_corners) {
   const PseudoLabelCall call =
       check_crop_pseudo_labels_call(probs, boxes, size, thresholds, image_size, ignore_index, at::kCPU);
   LSE_CHECK_CPU_ISA("crop_pseudo_labels");
@@ -38,6 +39,7 @@ at::Tensor crop_pseudo_labels_kernel(const at::Tensor& probs, const at::Tensor& 
   args.oh = oh, args.ow = ow;
   args.thresholds = thr.const_data_ptr<float>();
   args.ignore_index = static_cast<uint8_t>(ignore_index);
+  args.align_corners = align_corners;
   args.out = out.data_ptr<uint8_t>();
   // Row blocks per task: about 64K class values (small inputs run inline).
   const int64_t grain = std::max<int64_t>(1, 65536 / (cpu::kPseudoLabelRows * ow * args.c));
@@ -55,11 +57,11 @@ TORCH_LIBRARY_FRAGMENT(lse_fast, m) {
   // probabilities at any resolution.
   m.def(
       "crop_pseudo_labels(Tensor probs, Tensor boxes, int[2] size, Tensor thresholds, "
-      "int[2] image_size, int ignore_index) -> Tensor");
+      "int[2] image_size, int ignore_index, bool align_corners=False) -> Tensor");
   // Meta-only twin (see lse_fast/ops/crop_pseudo_labels.py).
   m.def(
       "crop_pseudo_labels_meta(Tensor probs, Tensor boxes, int[2] size, Tensor thresholds, "
-      "int[2] image_size, int ignore_index) -> Tensor");
+      "int[2] image_size, int ignore_index, bool align_corners=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(lse_fast, Meta, m) {

@@ -13,22 +13,29 @@ namespace lse::torch_ops {
 
 using ScoreTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-inline void check_score_input(const at::Tensor& logits) {
-  LSE_CHECK_DIM("score", logits, 4, "[N, C, H, W]");
-  LSE_CHECK_FLOATING("score", logits);
-  LSE_CHECK_ARG("score", logits.sym_size(1) > 0, "logits",
-                "must have at least one class (size(1) = C > 0), got shape ", logits.sym_sizes());
-  LSE_CHECK_ARG("score", logits.sym_size(1) <= INT32_MAX, "logits", "has too many classes (",
-                logits.sym_size(1), "); at most 2^31 - 1 are supported");
+// Checks of the scored tensor: `op` is "score" (argument `logits`) or
+// "score_probs" (argument `probs`).
+inline void check_score_input(const at::Tensor& x, const char* op = "score", const char* name = "logits") {
+  LSE_CHECK_ARG(op, x.dim() == 4, name, "must have 4 dimensions [N, C, H, W], got shape ", x.sym_sizes());
+  const auto dt = x.scalar_type();
+  LSE_CHECK_ARG(op, dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, name,
+                "must be float32, float16 or bfloat16, got ", dtype_name(dt));
+  LSE_CHECK_ARG(op, x.sym_size(1) > 0, name,
+                "must have at least one class (size(1) = C > 0), got shape ", x.sym_sizes());
+  LSE_CHECK_ARG(op, x.sym_size(1) <= INT32_MAX, name, "has too many classes (", x.sym_size(1),
+                "); at most 2^31 - 1 are supported");
 }
 
-// Checks of score_upsampled: the logits as for score, then the output size.
-inline std::pair<int64_t, int64_t> check_score_upsampled_input(const at::Tensor& logits,
-                                                               at::IntArrayRef size) {
-  check_score_input(logits);
-  LSE_CHECK_ARG("score", logits.sym_size(2) > 0 && logits.sym_size(3) > 0, "logits",
-                "must have h, w > 0 to be upsampled, got shape ", logits.sym_sizes());
-  return check_out_size("score", size, "size");
+// Checks of the upsampled forms: the input as above, then the output size.
+// align_corners is a bool: every value is valid (the wrappers reject
+// non-bools by name).
+inline std::pair<int64_t, int64_t> check_score_upsampled_input(const at::Tensor& x, at::IntArrayRef size,
+                                                               const char* op = "score",
+                                                               const char* name = "logits") {
+  check_score_input(x, op, name);
+  LSE_CHECK_ARG(op, x.sym_size(2) > 0 && x.sym_size(3) > 0, name,
+                "must have h, w > 0 to be upsampled, got shape ", x.sym_sizes());
+  return check_out_size(op, size, "size");
 }
 
 // Outputs in the order of the op's schema, per-pixel ones [N, h, w]; the

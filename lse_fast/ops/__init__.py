@@ -9,6 +9,6 @@ from lse_fast._extension import cpu_isa
 from lse_fast.ops.crop_pseudo_labels import crop_pseudo_labels
 from lse_fast.ops.crop_resize import crop_resize
 from lse_fast.ops.focal_ce_loss import FocalCELoss, focal_ce_loss
-from lse_fast.ops.score import Scores, score
+from lse_fast.ops.score import Scores, score, score_probs
 
-__all__ = ["FocalCELoss", "Scores", "cpu_isa", "crop_pseudo_labels", "crop_resize", "focal_ce_loss", "score"]
+__all__ = ["FocalCELoss", "Scores", "cpu_isa", "crop_pseudo_labels", "crop_resize", "focal_ce_loss", "score", "score_probs"]

@@ -280,6 +280,34 @@ void test_score_pixel() {
   EXPECT(one.label == 0 && one.confidence == 1.0f && one.entropy == 0.0f, "C == 1");
   const lse::PixelScore nan = score_pixel({0.0f, NAN, 1.0f});
   EXPECT(std::isnan(nan.confidence) && std::isnan(nan.entropy), "NaN logits give NaN scores");
+
+  // -inf logits are p = 0 (0 log 0 = 0), first classes included; all -inf
+  // and +inf have no softmax (NaN), as in the CUDA kernels that share this.
+  const float ninf = -INFINITY;
+  const lse::PixelScore first = score_pixel({ninf, ninf, 0.0f, ninf});
+  EXPECT(first.label == 2 && first.confidence == 1.0f && first.entropy == 0.0f,
+         "-inf first: label %d conf %.9g ent %.9g", first.label, first.confidence, first.entropy);
+  const lse::PixelScore half = score_pixel({ninf, 1.0f, ninf, 1.0f});
+  EXPECT(half.label == 1 && std::fabs(half.confidence - 0.5f) < 1e-7 &&
+             std::fabs(half.entropy - std::log(2.0) / std::log(4.0)) < 1e-6,
+         "-inf mixed: label %d conf %.9g ent %.9g", half.label, half.confidence, half.entropy);
+  const lse::PixelScore dead = score_pixel({ninf, ninf, ninf});
+  EXPECT(std::isnan(dead.confidence) && std::isnan(dead.entropy), "all -inf gives NaN");
+  const lse::PixelScore pinf = score_pixel({0.0f, INFINITY, ninf});
+  EXPECT(std::isnan(pinf.confidence) && std::isnan(pinf.entropy), "+inf gives NaN");
+
+  // Probabilities (score_probs): exact for p = 0; NaN and inf give NaN.
+  const auto prob_pixel = [](const std::vector<float>& p) {
+    lse::ProbAcc acc = lse::prob_init(p[0]);
+    for (size_t c = 1; c < p.size(); ++c) lse::prob_update(acc, p[c], static_cast<int32_t>(c));
+    return lse::prob_finish(acc, static_cast<float>(1.0 / std::log(static_cast<double>(p.size()))));
+  };
+  const lse::PixelScore pz = prob_pixel({0.0f, 0.25f, 0.0f, 0.75f});
+  const double hz = -(0.25 * std::log(0.25) + 0.75 * std::log(0.75)) / std::log(4.0);
+  EXPECT(pz.label == 3 && pz.confidence == 0.75f && std::fabs(pz.entropy - hz) < 1e-6,
+         "probs: label %d conf %.9g ent %.9g", pz.label, pz.confidence, pz.entropy);
+  const lse::PixelScore pn = prob_pixel({0.5f, NAN, 0.5f});
+  EXPECT(std::isnan(pn.confidence) && std::isnan(pn.entropy), "NaN probability gives NaN");
 }
 
 // Whole CPU kernel on a strided layout vs per-pixel double truth.

@@ -16,7 +16,7 @@ namespace {
 
 at::Tensor crop_pseudo_labels_cuda_kernel(const at::Tensor& probs, const at::Tensor& boxes, at::IntArrayRef size,
                                           const at::Tensor& thresholds, at::IntArrayRef image_size,
-                                          int64_t ignore_index) {
+                                          int64_t ignore_index, bool align_corners) {
   const char* op = "crop_pseudo_labels";
   const PseudoLabelCall call =
       check_crop_pseudo_labels_call(probs, boxes, size, thresholds, image_size, ignore_index, at::kCUDA);
@@ -31,7 +31,7 @@ at::Tensor crop_pseudo_labels_cuda_kernel(const at::Tensor& probs, const at::Ten
   check_launch(op, lse::cuda::crop_pseudo_labels_launch(
                        p.const_data_ptr<float>(), p.size(0), p.size(1), p.size(2), p.size(3), H, W,
                        dev_boxes.const_data_ptr<float>(), k, oh, ow, thr.const_data_ptr<float>(),
-                       static_cast<uint8_t>(ignore_index), out.data_ptr<uint8_t>(),
+                       static_cast<uint8_t>(ignore_index), align_corners, out.data_ptr<uint8_t>(),
                        c10::cuda::getCurrentCUDAStream()));
   return out;
 }
