@@ -115,7 +115,7 @@ def test_version_names_build_and_both_torches():
     [
         ("yaml", "lse_fast.adapt", "error: lse_fast.adapt needs PyYAML (the lse_fast[driver] extra), which is not "
                                    "installed: pip install 'lse_fast[driver]' (or pip install PyYAML)"),
-        ("PIL", "lse_fast.evaluate", "error: lse_fast.data needs pillow (the lse_fast[data] extra)"),
+        ("PIL", "lse_fast.evaluate", "error: lse_fast.evaluate needs pillow (the lse_fast[data] extra)"),
         ("numpy", "lse_fast.adapt", "needs numpy, a core dependency of lse_fast, which is not installed: pip install numpy"),
     ],
 )
