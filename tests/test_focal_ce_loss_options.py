@@ -200,6 +200,12 @@ def test_second_order_gradient_raises():
     penalty = g0.pow(2).sum() + (x * 2).sum()
     with pytest.raises(RuntimeError, match=r"second-order gradients"):
         penalty.backward()
+    # logits that are a temporary (the Python object gone before backward):
+    # the error comes at the first create_graph backward or at the second one
+    with pytest.raises(RuntimeError, match=r"second-order gradients"):
+        loss_tmp = ops.focal_ce_loss(x * 2, t)
+        (gt,) = torch.autograd.grad(loss_tmp, x, create_graph=True)
+        torch.autograd.grad(gt.sum(), x)
     # the reference gives the second order
     (gr,) = torch.autograd.grad(reference.focal_ce_loss(x, t), x, create_graph=True)
     assert torch.autograd.grad(gr.pow(2).sum(), x)[0].abs().sum() > 0

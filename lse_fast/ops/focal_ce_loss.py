@@ -1,6 +1,8 @@
 """Fused masked focal + cross-entropy loss (LSE paper, Eq. 4, 5, 7), forward
 and backward in one pass over the logits."""
 
+import weakref
+
 import torch
 
 from lse_fast._extension import require_kernels_for
@@ -75,8 +77,6 @@ def focal_ce_loss(
         logits, target, float(gamma), float(beta), int(ignore_index), code, compute_grad, bool(check_targets),
         weight, pixel_weight, float(ce_weight),
     )
-    if compute_grad:
-        loss = _FirstOrderOnly.apply(loss, logits[:0].sum())
     return loss
 
 
@@ -134,6 +134,10 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
     ctx.reduction = inputs[5]
     ctx.save_for_backward(grad)
+    # For create_graph=True only (see _backward): a weak reference, so the
+    # logits are not kept alive by the op.
+    logits = inputs[0]
+    ctx.logits_ref = weakref.ref(logits) if logits.requires_grad else None
 
 
 def _backward(ctx, grad_loss, _grad_of_grad):
@@ -148,46 +152,36 @@ def _backward(ctx, grad_loss, _grad_of_grad):
     if ctx.reduction == 0:
         # Multiply in the wider dtype and round once.
         out = (grad * grad_loss.unsqueeze(1)).to(grad.dtype)
-    elif _is_exactly_one(grad_loss) and not torch.is_grad_enabled():
+    elif _is_exactly_one(grad_loss):
         # loss.backward(): the forward already holds the answer; hand it out
         # without a second logits-sized buffer (autograd clones it before any
         # in-place accumulation, since the graph still references it).
         out = grad
     else:
-        # 0-dim: keeps grad's dtype. Under create_graph=True grad_loss comes
-        # through _FirstOrderOnly, so this product is what a second
-        # differentiation reaches (and _SecondOrderError raises there).
-        out = grad * grad_loss
+        out = grad * grad_loss  # 0-dim: keeps grad's dtype
+    if torch.is_grad_enabled():
+        out = _first_order_only(ctx, out)
     return (out,) + _NO_GRADS
 
 
-class _FirstOrderOnly(torch.autograd.Function):
-    """Identity on the loss, between the op and the caller. Its input
-    `anchor` is `logits[:0].sum()`: an edge to the logits' autograd history
-    that holds no data. Under create_graph=True its backward routes the
-    incoming gradient through _SecondOrderError, tied to that edge, so the
-    op's first-order gradient is differentiable in form and differentiating
-    it again raises instead of silently giving zero."""
-
-    @staticmethod
-    def forward(ctx, loss, anchor):
-        ctx.save_for_backward(anchor)
-        return loss.view_as(loss)
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        if not torch.is_grad_enabled() or grad_loss is None:
-            return grad_loss, None
-        (anchor,) = ctx.saved_tensors
-        return _SecondOrderError.apply(grad_loss, anchor), None
+def _first_order_only(ctx, out):
+    """Under create_graph=True: the gradient `out`, made differentiable in
+    form through _SecondOrderError tied to the logits by a data-free edge
+    (`logits[:0].sum()`), so that differentiating it again raises instead
+    of silently giving zero. When the logits' Python object is gone, no
+    such edge can be made and the error is raised now."""
+    logits = ctx.logits_ref() if ctx.logits_ref is not None else None
+    if logits is None:
+        _SecondOrderError.backward(None)
+    return _SecondOrderError.apply(out, logits[:0].sum())
 
 
 class _SecondOrderError(torch.autograd.Function):
     """Identity on the incoming gradient; differentiating it raises."""
 
     @staticmethod
-    def forward(ctx, grad_loss, anchor):
-        return grad_loss.clone()
+    def forward(ctx, grad, anchor):
+        return grad.clone()  # only under create_graph=True
 
     @staticmethod
     def backward(ctx, *_):
