@@ -56,11 +56,17 @@ LSE_HD double focal_tile_body(const TileIO<A>& io, T* grad_out, int64_t grad_str
     const bool valid = io.cls[p] >= 0;
     const FocalTerms<A> f =
         focal_terms<A>(focal_log_pt(xt[p], m[p], s[p]), io.gamma, io.beta, io.ce_weight);
-    const A w = io.weight[p];
-    const A loss = valid ? w * f.loss : A(0);
-    io.loss[p] = loss;
-    coef[p] = valid ? (w * f.dloss_dL) * io.grad_scale : A(0);
+    xt[p] = valid ? f.loss : A(0);  // reused as the unweighted loss
+    coef[p] = valid ? f.dloss_dL : A(0);
     s[p] = A(1) / s[p];  // reused as 1 / sum
+  }
+  // The weights in a loop of their own: the loop above reads and writes
+  // only local arrays, so it vectorises as without weights.
+  for (int64_t p = 0; p < len; ++p) {
+    const bool valid = io.cls[p] >= 0;
+    const A w = io.weight[p];
+    io.loss[p] = valid ? w * xt[p] : A(0);
+    coef[p] = valid ? (w * coef[p]) * io.grad_scale : A(0);
   }
   for (int64_t p = 0; p < len; ++p) total += static_cast<double>(io.loss[p]);
   if (grad_out != nullptr) {
