@@ -15,7 +15,7 @@ struct TileIO {
   const A* planes;      // class c of pixel p at planes[c * plane_stride + p]
   int64_t plane_stride;
   const int32_t* cls;   // target class per pixel, -1 when not counted
-  const A* weight;      // per-pixel weight (class weight x pixel weight; 1 without)
+  const A* weight;      // per-pixel weight (class weight x pixel weight), nullptr without
   int64_t num_classes;
   int64_t len;
   A gamma, beta, ce_weight, grad_scale;
@@ -52,21 +52,32 @@ LSE_HD double focal_tile_body(const TileIO<A>& io, T* grad_out, int64_t grad_str
     }
   }
   double total = 0.0;
-  for (int64_t p = 0; p < len; ++p) {
-    const bool valid = io.cls[p] >= 0;
-    const FocalTerms<A> f =
-        focal_terms<A>(focal_log_pt(xt[p], m[p], s[p]), io.gamma, io.beta, io.ce_weight);
-    xt[p] = valid ? f.loss : A(0);  // reused as the unweighted loss
-    coef[p] = valid ? f.dloss_dL : A(0);
-    s[p] = A(1) / s[p];  // reused as 1 / sum
-  }
-  // The weights in a loop of their own: the loop above reads and writes
-  // only local arrays, so it vectorises as without weights.
-  for (int64_t p = 0; p < len; ++p) {
-    const bool valid = io.cls[p] >= 0;
-    const A w = io.weight[p];
-    io.loss[p] = valid ? w * xt[p] : A(0);
-    coef[p] = valid ? (w * coef[p]) * io.grad_scale : A(0);
+  if (io.weight == nullptr) {
+    for (int64_t p = 0; p < len; ++p) {
+      const bool valid = io.cls[p] >= 0;
+      const FocalTerms<A> f =
+          focal_terms<A>(focal_log_pt(xt[p], m[p], s[p]), io.gamma, io.beta, io.ce_weight);
+      io.loss[p] = valid ? f.loss : A(0);
+      coef[p] = valid ? f.dloss_dL * io.grad_scale : A(0);
+      s[p] = A(1) / s[p];  // reused as 1 / sum
+    }
+  } else {
+    for (int64_t p = 0; p < len; ++p) {
+      const bool valid = io.cls[p] >= 0;
+      const FocalTerms<A> f =
+          focal_terms<A>(focal_log_pt(xt[p], m[p], s[p]), io.gamma, io.beta, io.ce_weight);
+      xt[p] = valid ? f.loss : A(0);  // reused as the unweighted loss
+      coef[p] = valid ? f.dloss_dL : A(0);
+      s[p] = A(1) / s[p];
+    }
+    // The weights in a loop of their own: the loop above reads and writes
+    // only local arrays, so it vectorises as the unweighted one.
+    for (int64_t p = 0; p < len; ++p) {
+      const bool valid = io.cls[p] >= 0;
+      const A w = io.weight[p];
+      io.loss[p] = valid ? w * xt[p] : A(0);
+      coef[p] = valid ? (w * coef[p]) * io.grad_scale : A(0);
+    }
   }
   for (int64_t p = 0; p < len; ++p) total += static_cast<double>(io.loss[p]);
   if (grad_out != nullptr) {
@@ -128,7 +139,8 @@ void focal_ce_cpu_tiles(const T* logits, const PixelGeometry& g, const Tgt* targ
 
   TileIO<A> io;
   io.cls = cls;
-  io.weight = weight;
+  const bool weighted = args.class_weight != nullptr || args.pixel_weight != nullptr;
+  io.weight = weighted ? weight : nullptr;
   io.num_classes = g.c;
   io.gamma = static_cast<A>(args.gamma);
   io.beta = static_cast<A>(args.beta);
@@ -152,9 +164,7 @@ void focal_ce_cpu_tiles(const T* logits, const PixelGeometry& g, const Tgt* targ
     // here with the targets: the logits are still read once.
     const A* pw = args.pixel_weight != nullptr ? args.pixel_weight + t.n * pixels + t.pixel : nullptr;
     const A* cw = args.class_weight;
-    if (pw == nullptr && cw == nullptr) {
-      for (int64_t p = 0; p < t.len; ++p) weight[p] = A(1);
-    } else {
+    if (weighted) {
       for (int64_t p = 0; p < t.len; ++p) {
         const A wc = (cw != nullptr && cls[p] >= 0) ? cw[cls[p]] : A(1);
         weight[p] = pw != nullptr ? wc * pw[p] : wc;
