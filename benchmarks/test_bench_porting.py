@@ -4,7 +4,6 @@ where theirs is a Python loop over pixels, so the figure is a lower bound).
 
 Self-contained (its own device parameter). Run with
     pytest benchmarks/test_bench_porting.py --benchmark-only
-Recipes needing issue 18 item 4 (the loss options) are not here yet.
 """
 
 import pytest
@@ -210,3 +209,51 @@ def test_lse_patch_pseudo_labels(benchmark, device, provider):
                                     filter_interp="bilinear", align_corners=True)
     benchmark.extra_info.update(recipe="lse-patch-pseudo-labels", device=device, provider=provider)
     _time(benchmark, device, fn, rounds=3)
+
+
+# -- Loss options (issue 18 item 4), forward + backward at 1 x 19 x 512 x 1024:
+# DAFormer/MIC's mmseg CE times seg_weight averaged over all pixels, CBST's
+# class-weighted CE (F.cross_entropy(weight=)), kornia's focal term alone.
+def mmseg_weighted_ce_theirs(logits, target, seg_weight, class_weight):
+    ce = F.cross_entropy(logits, target, reduction="none", ignore_index=255)
+    return (ce * seg_weight).mean()
+
+
+def class_weighted_ce_theirs(logits, target, seg_weight, class_weight):
+    return F.cross_entropy(logits, target, weight=class_weight, ignore_index=255)
+
+
+def kornia_focal_theirs(logits, target, seg_weight, class_weight, gamma=2.0):
+    logp = torch.log_softmax(logits, 1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
+    return (-onehot * (1 - logp.exp()) ** gamma * logp).mean()  # kornia focal_loss(alpha=None), "mean"
+
+
+LOSS_RECIPES = {
+    "daformer-weighted-ce": (mmseg_weighted_ce_theirs,
+                             lambda x, t, pw, cw: ops.focal_ce_loss(x, t, beta=0.0, pixel_weight=pw, reduction="mean_all")),
+    "class-weighted-ce": (class_weighted_ce_theirs,
+                          lambda x, t, pw, cw: ops.focal_ce_loss(x, t, beta=0.0, weight=cw)),
+    "kornia-focal": (kornia_focal_theirs,
+                     lambda x, t, pw, cw: ops.focal_ce_loss(x, t, gamma=2.0, beta=1.0, ce_weight=0.0, reduction="sum")
+                     / x.numel()),
+}
+
+
+@pytest.mark.parametrize("recipe", list(LOSS_RECIPES))
+@pytest.mark.parametrize("provider", ["theirs", "ours"])
+def test_loss_options(benchmark, device, recipe, provider):
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(1, 19, 512, 1024, generator=g) * 3).to(device).requires_grad_()
+    target = torch.randint(0, 19, (1, 512, 1024), generator=g)
+    if recipe != "kornia-focal":  # kornia has no ignore index by default
+        target[:, :64] = 255
+    target = target.to(device)
+    seg_weight = torch.rand(1, 512, 1024, generator=g).to(device)
+    class_weight = (torch.rand(19, generator=g) + 0.5).to(device)
+    theirs, ours = LOSS_RECIPES[recipe]
+    fn = theirs if provider == "theirs" else ours
+    want = theirs(logits.double(), target, seg_weight.double(), class_weight.double())
+    assert ours(logits, target, seg_weight, class_weight).item() == pytest.approx(want.item(), rel=1e-4)
+    benchmark.extra_info.update(recipe=recipe, device=device, provider=provider)
+    _time(benchmark, device, lambda: torch.autograd.grad(fn(logits, target, seg_weight, class_weight), logits))

@@ -89,9 +89,14 @@ def _scores(x, p, plogp):
     return Scores(confidence, label, entropy, class_pixels, class_confidence, class_entropy)
 
 
-def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, reduction="mean"):
+def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, reduction="mean", weight=None,
+                  pixel_weight=None, ce_weight=1.0):
     """Reference of :func:`lse_fast.ops.focal_ce_loss` (autograd gives its
-    gradient). Computes in float32, or float64 for float64 logits."""
+    gradient, and its second-order gradient). Computes in float32, or
+    float64 for float64 logits. Per valid pixel
+    ``pixel_weight * weight[t] * (ce_weight * ce + beta * (1 - p_t)^gamma * ce)``;
+    "mean" divides by the valid pixels (by ``weight[t]`` summed over them
+    when ``weight`` is given), "mean_all" by ``N * H * W``."""
     x = logits if logits.dtype == torch.float64 else logits.float()
     c = x.shape[1]
     target = target.long()
@@ -106,12 +111,25 @@ def focal_ce_loss(logits, target, *, gamma=3.0, beta=0.1, ignore_index=255, redu
     log_pt = torch.log_softmax(x, dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
     ce = -log_pt
     focal = (1 - log_pt.exp()).pow(gamma) * ce
-    loss = torch.where(valid, ce + beta * focal, torch.zeros_like(ce))
+    per_pixel = ce_weight * ce + beta * focal
+    class_w = None
+    if weight is not None:
+        class_w = weight.to(x.dtype)[safe]
+        per_pixel = class_w * per_pixel
+    if pixel_weight is not None:
+        per_pixel = pixel_weight.to(x.dtype) * per_pixel
+    loss = torch.where(valid, per_pixel, torch.zeros_like(ce))
     if reduction == "none":
         return loss
     if reduction == "sum":
         return loss.sum()
-    return loss.sum() / valid.sum().clamp(min=1)
+    if reduction == "mean_all":
+        return loss.sum() / target.numel()
+    if not bool(valid.any()):
+        return loss.sum() * 0
+    if class_w is not None:
+        return loss.sum() / torch.where(valid, class_w, torch.zeros_like(class_w)).sum()
+    return loss.sum() / valid.sum()
 
 
 # ---------------------------------------------------------------------------

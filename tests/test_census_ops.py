@@ -84,6 +84,12 @@ def _focal_nan():
     assert torch.isnan(ops.focal_ce_loss(x, target(2, 16, 24, 19)))
 
 
+def _focal_weight_nan():
+    # A NaN class weight of a present class makes the mean NaN (its divisor is NaN), as F.cross_entropy.
+    loss = ops.focal_ce_loss(logits(1, 3, 4, 5), torch.zeros(1, 4, 5, dtype=torch.int64), weight=torch.tensor([NAN, 1.0, 1.0]))
+    assert torch.isnan(loss)
+
+
 def _focal_all_ignored():
     loss = ops.focal_ce_loss(logits(1, 3, 4, 5), torch.full((1, 4, 5), 255))
     assert loss.item() == 0.0
@@ -162,7 +168,26 @@ CASES = [
     ("focal-gamma-nan", lambda: ops.focal_ce_loss(logits(1, 3, 4, 5), target(), gamma=NAN), RuntimeError,
      r"`gamma` must be >= 0, got nan"),
     ("focal-reduction-unknown", lambda: ops.focal_ce_loss(logits(1, 3, 4, 5), target(), reduction="avg"),
-     RuntimeError, r"`reduction` must be one of \['mean', 'none', 'sum'\], got 'avg'"),
+     RuntimeError, r"`reduction` must be one of \['mean', 'mean_all', 'none', 'sum'\], got 'avg'"),
+    ("focal-weight-shape", lambda: ops.focal_ce_loss(logits(1, 3, 4, 5), target(), weight=torch.ones(4)), RuntimeError,
+     r"`weight` must be a per-class weight of shape \[C\] = \[3\] to match logits \[1, 3, 4, 5\], got shape \[4\]"),
+    ("focal-weight-int", lambda: ops.focal_ce_loss(logits(1, 3, 4, 5), target(), weight=torch.ones(3, dtype=torch.int64)),
+     RuntimeError, r"`weight` must be float32, float16, bfloat16 or float64, got torch.int64"),
+    ("focal-weight-device", lambda: ops.focal_ce_loss(logits(1, 3, 4, 5), target(), weight=torch.ones(3, device="meta")),
+     RuntimeError, r"`weight` must be on the same device as logits \(cpu\), got meta"),
+    ("focal-weight-list", lambda: ops.focal_ce_loss(logits(1, 3, 4, 5), target(), weight=[1.0, 2.0, 3.0]), TypeError,
+     r"`weight` must be a torch.Tensor, got list"),
+    ("focal-pixel-weight-shape", lambda: ops.focal_ce_loss(logits(1, 3, 4, 5), target(), pixel_weight=torch.ones(1, 5, 4)),
+     RuntimeError, r"`pixel_weight` must have shape \[N, H, W\] = \[1, 4, 5\] to match logits \[1, 3, 4, 5\], got shape \[1, 5, 4\]"),
+    ("focal-pixel-weight-bool", lambda: ops.focal_ce_loss(logits(1, 3, 4, 5), target(), pixel_weight=torch.ones(1, 4, 5, dtype=torch.bool)),
+     RuntimeError, r"`pixel_weight` must be float32, float16, bfloat16 or float64, got torch.bool"),
+    ("focal-pixel-weight-device", lambda: ops.focal_ce_loss(logits(1, 3, 4, 5), target(), pixel_weight=torch.ones(1, 4, 5, device="meta")),
+     RuntimeError, r"`pixel_weight` must be on the same device as logits \(cpu\), got meta"),
+    ("focal-ce-weight-inf", lambda: ops.focal_ce_loss(logits(1, 3, 4, 5), target(), ce_weight=INF), RuntimeError,
+     r"`ce_weight` must be a finite number, got inf"),
+    ("focal-module-weight-shape", lambda: ops.FocalCELoss(weight=torch.ones(2, 3)), RuntimeError,
+     r"`weight` must be a per-class weight of shape \[C\] = \[1\] to match logits \[1, 1, 1, 1\], got shape \[2, 3\]"),
+    ("focal-weight-nan", _focal_weight_nan, *graceful(None)),
     ("focal-target-above-classes", lambda: ops.focal_ce_loss(logits(1, 3, 4, 5), target().index_fill_(2, torch.tensor([2]), 7)),
      RuntimeError, r"`target` value 7 at flat index 2 is outside \[0, 3\) and is not ignore_index \(255\)"),
     ("focal-target-negative", lambda: ops.focal_ce_loss(logits(1, 3, 4, 5), torch.full((1, 4, 5), -1)),
@@ -281,6 +306,10 @@ META_CASES = [
     ("focal-target-shape", FC, lambda: (logits(1, 3, 4, 5), target(1, 5, 4), 3.0, 0.1, 255, 1, False)),
     ("focal-gamma", FC, lambda: (logits(1, 3, 4, 5), target(), -0.5, 0.1, 255, 1, False)),
     ("focal-reduction-code", FC, lambda: (logits(1, 3, 4, 5), target(), 3.0, 0.1, 255, 7, False)),
+    ("focal-weight-shape", FC, lambda: (logits(1, 3, 4, 5), target(), 3.0, 0.1, 255, 1, False, True, torch.ones(2))),
+    ("focal-weight-dtype", FC, lambda: (logits(1, 3, 4, 5), target(), 3.0, 0.1, 255, 1, False, True, torch.ones(3, dtype=torch.int32))),
+    ("focal-pixel-weight-shape", FC, lambda: (logits(1, 3, 4, 5), target(), 3.0, 0.1, 255, 3, False, True, None, torch.ones(4, 5))),
+    ("focal-ce-weight", FC, lambda: (logits(1, 3, 4, 5), target(), 3.0, 0.1, 255, 1, False, True, None, None, NAN)),
     ("crop-rank", CR, lambda: (torch.rand(3, 10, 12), BOX(), [4, 4], 0, False)),
     ("crop-mode-code", CR, lambda: (X(), BOX(), [4, 4], 2, False)),
     ("crop-bilinear-dtype", CR, lambda: (X().to(torch.uint8), BOX(), [4, 4], 0, False)),

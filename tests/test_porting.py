@@ -315,7 +315,6 @@ def mmseg_weighted_ce(logits, target, seg_weight):
     return (ce * seg_weight.double()).mean()
 
 
-@needs(4, "focal_ce_loss(pixel_weight=, reduction='mean_all')")
 def test_daformer_weighted_loss():
     g = torch.Generator().manual_seed(10)
     logits = (torch.randn(2, 6, 8, 12, generator=g) * 2).requires_grad_()
@@ -330,7 +329,6 @@ def test_daformer_weighted_loss():
                                atol=1e-6, rtol=1e-4)
 
 
-@needs(4, "focal_ce_loss(weight=)")
 def test_class_weighted_ce():
     g = torch.Generator().manual_seed(11)
     logits = torch.randn(2, 6, 8, 12, generator=g)
@@ -346,7 +344,6 @@ def test_class_weighted_ce():
 
 
 # ---------------------------------------------------------------- kornia
-@needs(4, "focal_ce_loss(ce_weight=0)")
 def test_kornia_focal_only():
     g = torch.Generator().manual_seed(12)
     n, c, h, w, gamma = 2, 5, 6, 8, 2.0

@@ -3,9 +3,13 @@
 // log-probability of the pseudo-label t:
 //   ce   = -L
 //   fl   = (1 - p_t)^gamma * ce
-//   loss = ce + beta * fl
+//   loss = ce_weight * ce + beta * fl
 // and the gradient w.r.t. logit c is dloss/dL * (delta_ct - p_c), where
-//   dloss/dL = -1 + beta * (gamma p_t (1 - p_t)^(gamma - 1) L - (1 - p_t)^gamma).
+//   dloss/dL = -ce_weight + beta * (gamma p_t (1 - p_t)^(gamma - 1) L - (1 - p_t)^gamma).
+// ce_weight = 1 (the paper's loss) gives bit-identical results to the form
+// without it; ce_weight = 0, beta = 1 is the focal term alone (kornia's
+// focal_loss without alpha). Per-pixel weights (class weight of the target,
+// pixel weight) multiply both outputs in the kernels.
 // A is the accumulation type: float (float32/16/bf16 logits) or double.
 #pragma once
 
@@ -22,14 +26,14 @@ LSE_HD double log_ge1_t(double s) { return ::log(s); }
 
 template <typename A>
 struct FocalTerms {
-  A loss;      // ce + beta * fl
+  A loss;      // ce_weight * ce + beta * fl
   A dloss_dL;  // derivative of loss w.r.t. L = log p_t
 };
 
 // gamma >= 0. Exact limits where p_t rounds to 1 (q = 0): fl = 0 and the
 // gamma term is 0 (q^(gamma-1) L -> -q^gamma -> 0).
 template <typename A>
-LSE_HD FocalTerms<A> focal_terms(A log_pt, A gamma, A beta) {
+LSE_HD FocalTerms<A> focal_terms(A log_pt, A gamma, A beta, A ce_weight = A(1)) {
   const A p = exp_nonpos_t(log_pt);
   const A q = A(1) - p;
   const bool q_pos = q > A(0);
@@ -39,8 +43,8 @@ LSE_HD FocalTerms<A> focal_terms(A log_pt, A gamma, A beta) {
   const A ce = -log_pt;
   const A gamma_term = q_pos ? gamma * p * (q_gamma * inv_q) * log_pt : A(0);
   FocalTerms<A> r;
-  r.loss = ce + beta * (q_gamma * ce);
-  r.dloss_dL = A(-1) + beta * (gamma_term - q_gamma);
+  r.loss = ce_weight * ce + beta * (q_gamma * ce);
+  r.dloss_dL = -ce_weight + beta * (gamma_term - q_gamma);
   return r;
 }
 

@@ -15,9 +15,10 @@ struct TileIO {
   const A* planes;      // class c of pixel p at planes[c * plane_stride + p]
   int64_t plane_stride;
   const int32_t* cls;   // target class per pixel, -1 when not counted
+  const A* weight;      // per-pixel weight (class weight x pixel weight), nullptr without
   int64_t num_classes;
   int64_t len;
-  A gamma, beta, grad_scale;
+  A gamma, beta, ce_weight, grad_scale;
   A* exps;              // scratch [C][kTile]
   A* loss;              // per-pixel loss out (ignored pixels 0)
 };
@@ -51,13 +52,32 @@ LSE_HD double focal_tile_body(const TileIO<A>& io, T* grad_out, int64_t grad_str
     }
   }
   double total = 0.0;
-  for (int64_t p = 0; p < len; ++p) {
-    const bool valid = io.cls[p] >= 0;
-    const FocalTerms<A> f = focal_terms<A>(focal_log_pt(xt[p], m[p], s[p]), io.gamma, io.beta);
-    const A loss = valid ? f.loss : A(0);
-    io.loss[p] = loss;
-    coef[p] = valid ? f.dloss_dL * io.grad_scale : A(0);
-    s[p] = A(1) / s[p];  // reused as 1 / sum
+  if (io.weight == nullptr) {
+    for (int64_t p = 0; p < len; ++p) {
+      const bool valid = io.cls[p] >= 0;
+      const FocalTerms<A> f =
+          focal_terms<A>(focal_log_pt(xt[p], m[p], s[p]), io.gamma, io.beta, io.ce_weight);
+      io.loss[p] = valid ? f.loss : A(0);
+      coef[p] = valid ? f.dloss_dL * io.grad_scale : A(0);
+      s[p] = A(1) / s[p];  // reused as 1 / sum
+    }
+  } else {
+    for (int64_t p = 0; p < len; ++p) {
+      const bool valid = io.cls[p] >= 0;
+      const FocalTerms<A> f =
+          focal_terms<A>(focal_log_pt(xt[p], m[p], s[p]), io.gamma, io.beta, io.ce_weight);
+      xt[p] = valid ? f.loss : A(0);  // reused as the unweighted loss
+      coef[p] = valid ? f.dloss_dL : A(0);
+      s[p] = A(1) / s[p];
+    }
+    // The weights in a loop of their own: the loop above reads and writes
+    // only local arrays, so it vectorises as the unweighted one.
+    for (int64_t p = 0; p < len; ++p) {
+      const bool valid = io.cls[p] >= 0;
+      const A w = io.weight[p];
+      io.loss[p] = valid ? w * xt[p] : A(0);
+      coef[p] = valid ? (w * coef[p]) * io.grad_scale : A(0);
+    }
   }
   for (int64_t p = 0; p < len; ++p) total += static_cast<double>(io.loss[p]);
   if (grad_out != nullptr) {
@@ -83,9 +103,9 @@ LSE_CPU_DISPATCH(focal_tile, focal_tile_body)
 
 }  // namespace
 
-template <typename Tgt>
+template <typename Tgt, typename W>
 TargetCheck focal_ce_count_targets(const Tgt* target, int64_t begin, int64_t end,
-                                   int64_t ignore_index, int64_t num_classes) {
+                                   int64_t ignore_index, int64_t num_classes, const W* class_weight) {
   TargetCheck r;
   for (int64_t i = begin; i < end; ++i) {
     const int64_t t = static_cast<int64_t>(target[i]);
@@ -93,12 +113,19 @@ TargetCheck focal_ce_count_targets(const Tgt* target, int64_t begin, int64_t end
     r.valid += (in_range && t != ignore_index) ? 1 : 0;
     if (!in_range && t != ignore_index && r.first_bad < 0) r.first_bad = i;
   }
+  if (class_weight != nullptr) {
+    // Separate loop: the unweighted count above stays branch-free.
+    for (int64_t i = begin; i < end; ++i) {
+      const int32_t c = focal_class(target[i], ignore_index, num_classes);
+      if (c >= 0) r.weight_sum += static_cast<double>(class_weight[c]);
+    }
+  }
   return r;
 }
 
 template <typename T, typename Tgt>
 void focal_ce_cpu_tiles(const T* logits, const PixelGeometry& g, const Tgt* target,
-                        const FocalArgs& args, int64_t tile_begin, int64_t tile_end,
+                        const FocalArgs<FocalAcc<T>>& args, int64_t tile_begin, int64_t tile_end,
                         FocalAcc<T>* loss_per_pixel, T* grad, double* partial_loss) {
   using A = FocalAcc<T>;
   const Tiling tiling = make_tiling(g);
@@ -108,12 +135,16 @@ void focal_ce_cpu_tiles(const T* logits, const PixelGeometry& g, const Tgt* targ
   std::vector<A> exps(static_cast<size_t>(g.c * kTile));
   std::vector<A> tile_loss(loss_per_pixel == nullptr ? kTile : 0);
   int32_t cls[kTile];
+  alignas(64) A weight[kTile];
 
   TileIO<A> io;
   io.cls = cls;
+  const bool weighted = args.class_weight != nullptr || args.pixel_weight != nullptr;
+  io.weight = weighted ? weight : nullptr;
   io.num_classes = g.c;
   io.gamma = static_cast<A>(args.gamma);
   io.beta = static_cast<A>(args.beta);
+  io.ce_weight = static_cast<A>(args.ce_weight);
   io.grad_scale = static_cast<A>(args.grad_scale);
   io.exps = exps.data();
 
@@ -129,6 +160,16 @@ void focal_ce_cpu_tiles(const T* logits, const PixelGeometry& g, const Tgt* targ
     }
     const Tgt* tgt = target + t.n * pixels + t.pixel;
     for (int64_t p = 0; p < t.len; ++p) cls[p] = focal_class(tgt[p], args.ignore_index, g.c);
+    // Weight of each pixel (class weight of its target x pixel weight), read
+    // here with the targets: the logits are still read once.
+    const A* pw = args.pixel_weight != nullptr ? args.pixel_weight + t.n * pixels + t.pixel : nullptr;
+    const A* cw = args.class_weight;
+    if (weighted) {
+      for (int64_t p = 0; p < t.len; ++p) {
+        const A wc = (cw != nullptr && cls[p] >= 0) ? cw[cls[p]] : A(1);
+        weight[p] = pw != nullptr ? wc * pw[p] : wc;
+      }
+    }
     io.len = t.len;
     io.loss = loss_per_pixel != nullptr ? loss_per_pixel + t.n * pixels + t.pixel : tile_loss.data();
     T* grad_tile = grad != nullptr ? grad + t.n * g.c * pixels + t.pixel : nullptr;
@@ -144,11 +185,13 @@ double focal_ce_cpu_reduce(const double* partial_loss, int64_t tiles) {
 
 #define LSE_INSTANTIATE(T, Tgt)                                                              \
   template void focal_ce_cpu_tiles<T, Tgt>(const T*, const PixelGeometry&, const Tgt*,        \
-                                           const FocalArgs&, int64_t, int64_t, FocalAcc<T>*, T*, \
-                                           double*);
+                                           const FocalArgs<FocalAcc<T>>&, int64_t, int64_t,      \
+                                           FocalAcc<T>*, T*, double*);
 #define LSE_INSTANTIATE_TARGET(Tgt)                                                          \
-  template TargetCheck focal_ce_count_targets<Tgt>(const Tgt*, int64_t, int64_t, int64_t,     \
-                                                   int64_t);                                  \
+  template TargetCheck focal_ce_count_targets<Tgt, float>(const Tgt*, int64_t, int64_t,      \
+                                                          int64_t, int64_t, const float*);    \
+  template TargetCheck focal_ce_count_targets<Tgt, double>(const Tgt*, int64_t, int64_t,     \
+                                                           int64_t, int64_t, const double*);  \
   LSE_INSTANTIATE(float, Tgt)                                                                \
   LSE_INSTANTIATE(half_t, Tgt)                                                               \
   LSE_INSTANTIATE(bfloat16_t, Tgt) LSE_INSTANTIATE(double, Tgt)

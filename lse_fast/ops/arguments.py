@@ -7,7 +7,7 @@ kernels alike."""
 import torch
 
 MODES = {"bilinear": 0, "nearest": 1}
-REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
+REDUCTIONS = {"none": 0, "mean": 1, "sum": 2, "mean_all": 3}
 
 
 def require_tensor(op, name, value):

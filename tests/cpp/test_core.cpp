@@ -175,7 +175,9 @@ void test_focal_terms() {
 }
 
 void test_focal_kernel() {
-  // Tiny problem through the CPU kernel vs the per-pixel formula in double.
+  // Tiny problem through the CPU kernel vs the per-pixel formula in double,
+  // with class weights, pixel weights and ce_weight 0.5 (the "mean" over the
+  // summed class weights of the valid pixels).
   const int64_t n = 2, c = 5, h = 3, w = 301;
   std::mt19937 rng(5);
   std::normal_distribution<float> dist(0.0f, 3.0f);
@@ -185,9 +187,20 @@ void test_focal_kernel() {
   for (auto& v : t) v = (rng() % 7 == 0) ? 255 : static_cast<int64_t>(rng() % c);
   const int64_t sizes[4] = {n, c, h, w}, strides[4] = {c * h * w, h * w, w, 1};
   const lse::PixelGeometry g = lse::make_pixel_geometry(sizes, strides);
-  const auto check = lse::cpu::focal_ce_count_targets(t.data(), 0, n * h * w, 255, c);
-  lse::cpu::FocalArgs args;
-  args.grad_scale = 1.0 / check.valid;
+  std::vector<float> cw(c), pw(n * h * w);
+  std::uniform_real_distribution<float> unit(0.25f, 2.0f);
+  for (float& v : cw) v = unit(rng);
+  for (float& v : pw) v = unit(rng);
+  const auto check = lse::cpu::focal_ce_count_targets(t.data(), 0, n * h * w, 255, c, cw.data());
+  double want_wsum = 0;
+  for (int64_t i = 0; i < n * h * w; ++i) want_wsum += t[i] == 255 ? 0.0 : cw[t[i]];
+  EXPECT(std::fabs(check.weight_sum - want_wsum) <= 1e-9 * want_wsum, "weight sum %.9g want %.9g",
+         check.weight_sum, want_wsum);
+  lse::cpu::FocalArgs<float> args;
+  args.ce_weight = 0.5;
+  args.class_weight = cw.data();
+  args.pixel_weight = pw.data();
+  args.grad_scale = 1.0 / check.weight_sum;
   std::vector<float> loss(n * h * w), grad(x.size());
   std::vector<double> partial(lse::cpu::make_tiling(g).total);
   lse::cpu::focal_ce_cpu_tiles(x.data(), g, t.data(), args, 0, partial.size(), loss.data(), grad.data(), partial.data());
@@ -203,11 +216,12 @@ void test_focal_kernel() {
         continue;
       }
       const double lp = x[(b * c + tt) * h * w + p] - m - std::log(s);
-      const auto f = lse::focal_terms<double>(lp, 3.0, 0.1);
-      total += f.loss;
+      const auto f = lse::focal_terms<double>(lp, 3.0, 0.1, 0.5);
+      const double wp = static_cast<double>(cw[tt]) * pw[b * h * w + p];
+      total += wp * f.loss;
       for (int64_t k = 0; k < c; ++k) {
         const double pk = std::exp(x[(b * c + k) * h * w + p] - m) / s;
-        const double want = f.dloss_dL * ((k == tt) - pk) / check.valid;
+        const double want = wp * f.dloss_dL * ((k == tt) - pk) / check.weight_sum;
         worst_grad = std::max(worst_grad, std::fabs(grad[(b * c + k) * h * w + p] - want));
       }
     }
@@ -215,7 +229,9 @@ void test_focal_kernel() {
   EXPECT(std::fabs(got - total) <= 1e-5 * total, "loss sum %.9g want %.9g", got, total);
   EXPECT(worst_grad <= 1e-9, "gradient max abs error %g", worst_grad);
   t[7] = 9;
-  EXPECT(lse::cpu::focal_ce_count_targets(t.data(), 0, n * h * w, 255, c).first_bad == 7, "bad target found");
+  EXPECT(lse::cpu::focal_ce_count_targets(t.data(), 0, n * h * w, 255, c, static_cast<const float*>(nullptr))
+                 .first_bad == 7,
+         "bad target found");
 }
 
 struct Truth {
