@@ -23,6 +23,7 @@ struct PseudoLabelScratch {
   // Best class so far per output column.
   std::vector<float> best;
   std::vector<int32_t> arg;
+  std::vector<float> total;  // sum over classes (finite iff every value is)
   // The filter of one full-resolution row over the box's columns.
   int64_t filter_row = -1;
   std::vector<uint8_t> filter;
@@ -48,10 +49,15 @@ LSE_HD void pl_horizontal(const float* plane0, int64_t plane_stride, int64_t c, 
   }
 }
 
-// argmax over c of sum_a w[a] * h[a][c][ox]; the lowest class wins a tie
+// argmax over c of sum_a w[a] * h[a][c][ox]; the lowest class wins a tie.
+// total[ox]: the sum of those values over c, finite iff they all are (the
+// NaN rule: a pixel whose resampled probabilities are not all finite is
+// ignored).
 LSE_HD void pl_vertical_argmax(const float* const* h, const float* w, int64_t c, int64_t ow,
-                               float* best, int32_t* arg) {
-  for (int64_t ox = 0; ox < ow; ++ox) best[ox] = -std::numeric_limits<float>::infinity(), arg[ox] = 0;
+                               float* best, int32_t* arg, float* total) {
+  for (int64_t ox = 0; ox < ow; ++ox) {
+    best[ox] = -std::numeric_limits<float>::infinity(), arg[ox] = 0, total[ox] = 0.0f;
+  }
   for (int64_t cc = 0; cc < c; ++cc) {
     const int64_t o = cc * ow;
     const int32_t label = static_cast<int32_t>(cc);
@@ -60,6 +66,7 @@ LSE_HD void pl_vertical_argmax(const float* const* h, const float* w, int64_t c,
       const bool better = v > best[ox];
       best[ox] = better ? v : best[ox];
       arg[ox] = better ? label : arg[ox];
+      total[ox] += v;
     }
   }
 }
@@ -74,7 +81,7 @@ LSE_HD void pl_filter_row(const float* image, int64_t plane_stride, int64_t c, i
     const float* r1 = image + cc * plane_stride + ry.i1 * w;
     const int32_t label = static_cast<int32_t>(cc);
     for (int64_t j = 0; j < len; ++j) {
-      const float p = bilinear_blend<float>(ry.l1, cols[j].l1, r0[cols[j].i0], r0[cols[j].i1],
+      const float p = bilinear_blend_live<float>(ry.l1, cols[j].l1, r0[cols[j].i0], r0[cols[j].i1],
                                             r1[cols[j].i0], r1[cols[j].i1]);
       const bool better = p > fmax[j];
       fmax[j] = better ? p : fmax[j];
@@ -119,7 +126,7 @@ LSE_HD void pseudo_label_unit_body(const PseudoLabelArgs& a, int64_t unit, Pseud
   s.filter_row = -1;
   s.slots.resize(PseudoLabelScratch::kSlots * c * ow);
   for (int i = 0; i < PseudoLabelScratch::kSlots; ++i) s.slot_row[i] = -1;
-  s.best.resize(ow), s.arg.resize(ow);
+  s.best.resize(ow), s.arg.resize(ow), s.total.resize(ow);
 
   for (int64_t oy = oy0; oy < oy1; ++oy) {
     const LinearTap t = linear_tap(cy, oy);
@@ -148,7 +155,7 @@ LSE_HD void pseudo_label_unit_body(const PseudoLabelArgs& a, int64_t unit, Pseud
       }
     }
     for (int b = 0; b < 4; ++b) h[b] = s.slots.data() + which[b] * c * ow;
-    pl_vertical_argmax(h, rt.w, c, ow, s.best.data(), s.arg.data());
+    pl_vertical_argmax(h, rt.w, c, ow, s.best.data(), s.arg.data(), s.total.data());
 
     const int64_t fy = nearest_tap(ny, oy);
     if (fy != s.filter_row) {
@@ -156,13 +163,15 @@ LSE_HD void pseudo_label_unit_body(const PseudoLabelArgs& a, int64_t unit, Pseud
       pl_filter_row(image, plane, c, a.w, linear_tap(up_y, fy), s.fcol.data(), flen,
                         s.fmax.data(), s.fent.data(), s.farg.data());
       for (int64_t j = 0; j < flen; ++j) {
-        const float e = c > 1 ? s.fent[j] / log_c : 0.0f;
+        // fent is NaN where a probability is not finite: e <= t is false.
+        const float e = c > 1 ? s.fent[j] / log_c : s.fent[j] * 0.0f;
         s.filter[j] = e <= a.thresholds[s.farg[j]];
       }
     }
     uint8_t* out = a.out + (k * a.oh + oy) * ow;
     for (int64_t ox = 0; ox < ow; ++ox) {
-      out[ox] = s.filter[s.nearest_col[ox]] ? static_cast<uint8_t>(s.arg[ox]) : a.ignore_index;
+      const bool finite = s.total[ox] - s.total[ox] == 0.0f;
+      out[ox] = s.filter[s.nearest_col[ox]] && finite ? static_cast<uint8_t>(s.arg[ox]) : a.ignore_index;
     }
   }
 }

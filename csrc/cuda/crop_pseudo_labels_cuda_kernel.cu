@@ -16,7 +16,9 @@ struct PseudoLabelGeometry {
 
 // The CPU kernel's arithmetic per pixel: label = argmax over classes of
 // sum_a wy[a] * (sum_b wx[b] * p[c, ry[a], rx[b]]); filter from the
-// upsampled probabilities at the nearest full-resolution pixel. The filter
+// upsampled probabilities at the nearest full-resolution pixel (both under
+// the zero-weight-tap rule; a pixel whose resampled probabilities are not
+// all finite is ignored, in either). The filter
 // is decided first, so its taps are dead before the label's are live (fewer
 // registers), and a filtered pixel skips the label loop. Offsets are in
 // Index (int32 when a probability plane has fewer than 2^31 elements).
@@ -45,11 +47,13 @@ __global__ void __launch_bounds__(kThreads)
     int farg = 0;
     const float* p = image;
     for (int64_t c = 0; c < g.c; ++c, p += plane) {
-      const float v = bilinear_blend<float>(fy.l1, fx.l1, p[r0 + x0], p[r0 + x1], p[r1 + x0], p[r1 + x1]);
+      const float v =
+          bilinear_blend_live<float>(fy.l1, fx.l1, p[r0 + x0], p[r0 + x1], p[r1 + x0], p[r1 + x1]);
       if (v > fmax) fmax = v, farg = static_cast<int>(c);
       ent += entropy_term(v);
     }
-    const float e = g.c > 1 ? ent / log_normal(static_cast<float>(g.c)) : 0.0f;
+    // ent is NaN where a probability is not finite: the pixel is ignored.
+    const float e = g.c > 1 ? ent / log_normal(static_cast<float>(g.c)) : ent * 0.0f;
     if (!(e <= thresholds[farg])) {
       out[i] = ignore_index;
       return;
@@ -67,7 +71,7 @@ __global__ void __launch_bounds__(kThreads)
     row_off[a] = static_cast<Index>(rows.idx[a] * g.w);
     col_off[a] = static_cast<Index>(cols.idx[a]);
   }
-  float best = -INFINITY;
+  float best = -INFINITY, total = 0.0f;  // total: finite iff every value is
   int label = 0;
   const float* p = image;
   for (int64_t c = 0; c < g.c; ++c, p += plane) {
@@ -79,8 +83,9 @@ __global__ void __launch_bounds__(kThreads)
     }
     const float v = four_tap_sum(rows.w, h[0], h[1], h[2], h[3]);
     if (v > best) best = v, label = static_cast<int>(c);
+    total += v;
   }
-  out[i] = static_cast<uint8_t>(label);
+  out[i] = total - total == 0.0f ? static_cast<uint8_t>(label) : ignore_index;
 }
 
 }  // namespace

@@ -437,6 +437,40 @@ void test_crop_taps() {
   }
 }
 
+// The zero-weight-tap rule of the scoring resamplers: a tap of weight
+// exactly 0 adds nothing (a -inf, inf or NaN there stays out), a tap of
+// weight > 0 counts (-inf there makes the value -inf); finite values blend
+// as bilinear_blend does.
+void test_zero_weight_taps() {
+  const float inf = INFINITY, nan = NAN;
+  EXPECT(lse::live_tap(0.0f, -inf) == 0.0f && lse::live_tap(0.0f, nan) == 0.0f, "0 * -inf / NaN adds 0");
+  EXPECT(lse::live_tap(0.25f, -inf) == -inf && std::isnan(lse::live_tap(0.25f, nan)), "w > 0 counts");
+  // l1x = 0: the second column is out; l1y = 0: the second row is out.
+  EXPECT(lse::bilinear_blend_live<float>(0.0f, 0.0f, 2.0f, -inf, -inf, nan) == 2.0f, "exact position");
+  EXPECT(lse::bilinear_blend_live<float>(0.5f, 0.0f, 2.0f, -inf, 4.0f, nan) == 3.0f, "exact column");
+  EXPECT(lse::bilinear_blend_live<float>(0.0f, 0.5f, 2.0f, 4.0f, -inf, -inf) == 3.0f, "exact row");
+  EXPECT(lse::bilinear_blend_live<float>(0.5f, 0.5f, 2.0f, 4.0f, -inf, 1.0f) == -inf, "-inf at w > 0");
+  EXPECT(std::isnan(lse::bilinear_blend<float>(0.0f, 0.0f, 2.0f, -inf, 0.0f, 0.0f)), "plain blend: 0 * -inf");
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> v(-5.0f, 5.0f), l(0.0f, 1.0f);
+  for (int i = 0; i < 1000; ++i) {
+    const float ly = i % 3 == 0 ? 0.0f : l(rng), lx = i % 5 == 0 ? 0.0f : l(rng);
+    const float a = v(rng), b = v(rng), c = v(rng), d = v(rng);
+    const float want = lse::bilinear_blend<float>(ly, lx, a, b, c, d);
+    const float got = lse::bilinear_blend_live<float>(ly, lx, a, b, c, d);
+    EXPECT(got == want, "finite blend %g != %g", got, want);
+    const double wd = lse::bilinear_blend<double>(ly, lx, a, b, c, d);
+    EXPECT(lse::bilinear_blend_live<double>(ly, lx, a, b, c, d) == wd, "double blend");
+  }
+  const float w[4] = {0.5f, 0.0f, 0.5f, 0.0f};
+  EXPECT(lse::four_tap_sum(w, 1.0f, -inf, 3.0f, nan) == 2.0f, "composed taps of weight 0");
+  const float w2[4] = {0.25f, 0.25f, 0.25f, 0.25f};
+  EXPECT(lse::four_tap_sum(w2, 1.0f, -inf, 3.0f, 1.0f) == -inf, "composed -inf at w > 0");
+  EXPECT(lse::entropy_term(0.0f) == 0.0f && std::isnan(lse::entropy_term(nan)) && std::isnan(lse::entropy_term(inf)) &&
+             std::isnan(lse::entropy_term(-inf)),
+         "entropy_term: 0 log 0 = 0, non-finite p gives NaN");
+}
+
 }  // namespace
 
 void test_cpu_isa_parse() {
@@ -465,6 +499,7 @@ int main() {
       {"float_to_16bit", test_float_to_16bit}, {"focal_terms", test_focal_terms},
       {"focal_cpu_kernel", test_focal_kernel}, {"log_normal", test_log_normal},
       {"crop_taps", test_crop_taps},       {"cpu_isa_parse", test_cpu_isa_parse},
+      {"zero_weight_taps", test_zero_weight_taps},
   };
   for (const auto& [name, fn] : tests) {
     const int before = g_failures;
