@@ -111,11 +111,19 @@ LSE_HD A bilinear_blend_live(float l1y, float l1x, A a, A b, A c, A d) {
 }
 
 // Sum of four taps with weights w[0..3], added in this order:
-// ((w0 a + w1 b) + w2 c) + w3 d, under the zero-weight-tap rule. The one
-// 4-tap sum of the composed taps (crop_pseudo_labels). w0 = (1 - l1) (1 -
-// l1') is never 0.
+// ((w0 a + w1 b) + w2 c) + w3 d. The one 4-tap sum of the composed taps.
 LSE_HD float four_tap_sum(const float* w, float a, float b, float c, float d) {
-  return ((w[0] * a + live_tap(w[1], b)) + live_tap(w[2], c)) + live_tap(w[3], d);
+  return ((w[0] * a + w[1] * b) + w[2] * c) + w[3] * d;
+}
+
+// The zero-weight-tap rule where only finiteness matters (crop_pseudo_labels,
+// which ignores a pixel whose resampled probabilities are not finite): a
+// tap of weight 0 reads the first tap's pixel instead (weight 1 - l1 > 0),
+// so the plain blend is finite iff every tap of weight > 0 is, at no cost
+// in the hot loops. Finite values are unchanged (0 * x = 0 either way).
+LSE_HD LinearTap drop_zero_weight_tap(LinearTap t) {
+  t.i1 = t.l1 != 0.0f ? t.i1 : t.i0;
+  return t;
 }
 
 // "nearest-exact": floor((dst + 0.5) * scale), the product taken in double
@@ -135,6 +143,8 @@ struct ComposedTaps {
   float w[4];
 };
 
+// With taps passed through drop_zero_weight_tap, every composed tap of
+// weight 0 reads a pixel that a tap of weight > 0 reads too.
 LSE_HD ComposedTaps compose_taps(const LinearTap& crop, const LinearTap& up0, const LinearTap& up1) {
   const float l0 = 1.0f - crop.l1;
   ComposedTaps t;

@@ -462,10 +462,37 @@ void test_zero_weight_taps() {
     const double wd = lse::bilinear_blend<double>(ly, lx, a, b, c, d);
     EXPECT(lse::bilinear_blend_live<double>(ly, lx, a, b, c, d) == wd, "double blend");
   }
-  const float w[4] = {0.5f, 0.0f, 0.5f, 0.0f};
-  EXPECT(lse::four_tap_sum(w, 1.0f, -inf, 3.0f, nan) == 2.0f, "composed taps of weight 0");
-  const float w2[4] = {0.25f, 0.25f, 0.25f, 0.25f};
-  EXPECT(lse::four_tap_sum(w2, 1.0f, -inf, 3.0f, 1.0f) == -inf, "composed -inf at w > 0");
+  // crop_pseudo_labels: zero-weight taps re-read a tap of weight > 0, so a
+  // composed value is finite iff every tap of weight > 0 reads a finite value.
+  const float row[4] = {0.25f, 0.5f, NAN, 0.75f};  // index 2 is bad
+  int bad_pixels = 0, good_pixels = 0, zero_taps = 0;
+  for (bool align : {false, true}) {
+  const int64_t full = align ? 7 : 8;  // exact scale 1/2 either way
+  const lse::ResampleAxis up = lse::upsample_axis(4, full, align);
+  for (const lse::ResampleAxis& crop : {lse::upsample_axis(full, full, align),
+                                        lse::make_resample_axis(1.0f, 6.0f, 11, full, align)}) {
+  for (int d = 0; d < (crop.scale == 1.0f ? full : 11); ++d) {
+    const lse::LinearTap t = lse::drop_zero_weight_tap(lse::linear_tap(crop, d));
+    const lse::LinearTap u0 = lse::drop_zero_weight_tap(lse::linear_tap(up, t.i0));
+    const lse::LinearTap u1 = lse::drop_zero_weight_tap(lse::linear_tap(up, t.i1));
+    const lse::ComposedTaps ct = lse::compose_taps(t, u0, u1);
+    bool reads_bad = false;  // a tap of weight > 0 reads index 2
+    for (int b = 0; b < 4; ++b) {
+      if (ct.w[b] > 0.0f && ct.idx[b] == 2) reads_bad = true;
+      if (ct.w[b] == 0.0f) {
+        ++zero_taps;
+        bool covered = false;
+        for (int b2 = 0; b2 < 4; ++b2) covered |= ct.w[b2] > 0.0f && ct.idx[b2] == ct.idx[b];
+        EXPECT(covered, "d=%d: a zero-weight tap reads a pixel no tap of weight > 0 reads", d);
+      }
+    }
+    const float val = lse::four_tap_sum(ct.w, row[ct.idx[0]], row[ct.idx[1]], row[ct.idx[2]], row[ct.idx[3]]);
+    EXPECT(std::isnan(val) == reads_bad, "d=%d: value %g, reads the NaN with weight > 0: %d", d, val, reads_bad);
+    ++(reads_bad ? bad_pixels : good_pixels);
+  }
+  }
+  }
+  EXPECT(bad_pixels > 0 && good_pixels > 0 && zero_taps > 0, "cases %d %d %d", bad_pixels, good_pixels, zero_taps);
   EXPECT(lse::entropy_term(0.0f) == 0.0f && std::isnan(lse::entropy_term(nan)) && std::isnan(lse::entropy_term(inf)) &&
              std::isnan(lse::entropy_term(-inf)),
          "entropy_term: 0 log 0 = 0, non-finite p gives NaN");
