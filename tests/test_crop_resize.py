@@ -245,9 +245,10 @@ def test_pseudo_labels_zero_probabilities_are_valid():
         assert torch.all(out == 1)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
-def test_pseudo_labels_non_finite_probabilities_are_ignored(bad, align_corners):
+def test_pseudo_labels_non_finite_probabilities_are_ignored(bad, align_corners, device):
     # The rule: a pixel whose resampled probabilities are not all finite
     # (at the crop pixel, or at the filter's full-resolution pixel) is
     # ignore_index; a uint8 label cannot carry NaN. A bad value read with a
@@ -262,7 +263,7 @@ def test_pseudo_labels_non_finite_probabilities_are_ignored(bad, align_corners):
     boxes[:, 3] = boxes[:, 3].clamp(max=image_size[1])
     boxes[:, 4] = boxes[:, 4].clamp(max=image_size[0])
     thr = torch.full((4,), 2.0)  # keeps every finite pixel
-    got = ops.crop_pseudo_labels(p, boxes, (17, 23), thr, image_size=image_size, align_corners=align_corners)
+    got = ops.crop_pseudo_labels(p.to(device), boxes, (17, 23), thr, image_size=image_size, align_corners=align_corners).cpu()
     want = reference.crop_pseudo_labels(p, boxes, (17, 23), thr, image_size=image_size, align_corners=align_corners)
     ignored = got == 255
     assert torch.equal(ignored, want == 255)
@@ -273,7 +274,8 @@ def test_pseudo_labels_non_finite_probabilities_are_ignored(bad, align_corners):
     base = ops.crop_pseudo_labels(clean, boxes, (17, 23), thr, image_size=image_size, align_corners=align_corners)
     assert torch.equal(got[~ignored], base[~ignored])
     # A single class (entropy 0) follows the same rule.
-    one = ops.crop_pseudo_labels(p[:, 2:3], boxes, (17, 23), thr[:1], image_size=image_size, align_corners=align_corners)
+    one = ops.crop_pseudo_labels(p[:, 2:3].to(device), boxes, (17, 23), thr[:1], image_size=image_size,
+                                 align_corners=align_corners).cpu()
     ref_one = reference.crop_pseudo_labels(p[:, 2:3], boxes, (17, 23), thr[:1], image_size=image_size, align_corners=align_corners)
     assert torch.equal(one == 255, ref_one == 255) and (one == 255).any() and (one == 0).any()
 

@@ -445,6 +445,21 @@ def test_upsampled_neg_inf_at_zero_weight_taps(hw, size, align_corners, layout, 
         assert torch.isnan(plain).any()
 
 
+@requires_cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cuda_upsampled_neg_inf_at_zero_weight_taps(dtype):
+    for hw, size, align_corners in ZERO_WEIGHT_CASES:
+        x = zero_weight_logits(dtype, hw, seed=size[0] + align_corners)
+        for probs in (False, True):
+            op = ops.score_probs if probs else ops.score
+            v = torch.softmax(x.float(), 1).to(dtype) if probs else x
+            got = op(v.cuda(), size=size, align_corners=align_corners)
+            want = op(v, size=size, align_corners=align_corners)
+            assert torch.isfinite(got.confidence).all() and torch.isfinite(got.entropy).all()
+            assert_close(got.confidence, want.confidence, atol=2e-6, name="confidence")
+            assert_close(got.entropy, want.entropy, atol=4e-6, name="entropy")
+
+
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_upsampled_neg_inf_with_positive_weight_is_p_zero(align_corners):
     # Class 0 is the largest logit everywhere except at one low-res pixel,
