@@ -31,6 +31,40 @@ def _check_box_values(op, boxes, n, h, w):
             )
 
 
+def _live(w, x):
+    """w * x, or 0 where w == 0: the zero-weight-tap rule of the scoring
+    resamplers (a tap of weight exactly 0 adds nothing, even -inf or NaN)."""
+    return torch.where(w == 0, torch.zeros_like(x), w * x)
+
+
+def upsample_bilinear(x, size, *, align_corners=False):
+    """``F.interpolate(x, size, mode="bilinear", align_corners=align_corners)``
+    of an [N, C, H, W] map, with F.interpolate's source-index rule and
+    arithmetic, under the zero-weight-tap rule of the ops' upsampled scoring
+    paths: a tap whose weight is exactly 0 (the second tap at an exact source
+    position: the borders, clamped taps, the grid points of
+    align_corners=True) contributes nothing, so a ``-inf`` logit there gives
+    a finite value where F.interpolate gives ``0 * -inf = NaN``. A tap with a
+    weight > 0 counts as usual (``-inf`` there gives ``-inf``). On finite
+    input it equals F.interpolate up to float rounding. Taps are computed in
+    float32 (float64 for float64 input, as F.interpolate)."""
+    oh, ow = size
+    _, _, h, w = x.shape
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    zero = torch.zeros(1, dtype=acc, device=x.device)
+    y0, y1, ly = _linear_taps(zero, zero + h, oh, h, align_corners, acc)
+    x0, x1, lx = _linear_taps(zero, zero + w, ow, w, align_corners, acc)
+    y0, y1, ly, x0, x1, lx = y0[0], y1[0], ly[0].to(x.dtype), x0[0], x1[0], lx[0].to(x.dtype)
+
+    def tap(iy, ix):
+        return x[:, :, iy[:, None], ix[None, :]]  # [N, C, oh, ow]
+
+    ly, lx = ly[:, None], lx[None, :]
+    top = (1 - lx) * tap(y0, x0) + _live(lx, tap(y0, x1))
+    bottom = (1 - lx) * tap(y1, x0) + _live(lx, tap(y1, x1))
+    return (1 - ly) * top + _live(ly, bottom)
+
+
 def score(logits: torch.Tensor, size=None, *, align_corners=False) -> Scores:
     """Reference of :func:`lse_fast.ops.score`.
 
@@ -38,14 +72,14 @@ def score(logits: torch.Tensor, size=None, *, align_corners=False) -> Scores:
     float32 otherwise; accepts float64 unlike the fused op. With `size`,
     scores ``F.interpolate(logits, size, mode="bilinear",
     align_corners=align_corners)`` computed in float32 (float64 for
-    float64), materialising it as the method's public code does. A ``-inf``
+    float64), materialising it as the method's public code does, but under
+    the zero-weight-tap rule (:func:`upsample_bilinear`). A ``-inf``
     logit is p = 0 and adds 0 to the entropy (0 log 0 = 0); NaN, ``+inf``
     and all-``-inf`` pixels give NaN, as softmax does.
     """
     if size is not None:
         x = logits if logits.dtype == torch.float64 else logits.float()
-        up = torch.nn.functional.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
-        return score(up)
+        return score(upsample_bilinear(x, size, align_corners=align_corners))
     x = logits if logits.dtype == torch.float64 else logits.float()
     log_p = torch.log_softmax(x, dim=1)
     p = log_p.exp()
@@ -57,12 +91,13 @@ def score(logits: torch.Tensor, size=None, *, align_corners=False) -> Scores:
 def score_probs(probs: torch.Tensor, size=None, *, align_corners=False) -> Scores:
     """Reference of :func:`lse_fast.ops.score_probs`: max, argmax and
     ``-sum p log p / log C`` (``torch.special.entr``: 0 log 0 = 0) of the
-    probabilities, upsampled first by ``F.interpolate(probs, size,
-    mode="bilinear", align_corners=align_corners)`` when `size` is given.
+    probabilities, upsampled first by :func:`upsample_bilinear` (``F.interpolate(probs,
+    size, mode="bilinear", align_corners=align_corners)`` with the zero-weight-tap
+    rule) when `size` is given.
     float64 for float64 input, float32 otherwise."""
     p = probs if probs.dtype == torch.float64 else probs.float()
     if size is not None:
-        p = torch.nn.functional.interpolate(p, size=tuple(size), mode="bilinear", align_corners=align_corners)
+        p = upsample_bilinear(p, size, align_corners=align_corners)
     # p log p with 0 log 0 = 0 (a p <= 0 adds 0); NaN and +-inf give NaN.
     plogp = torch.where(p > 0, p * torch.log(p.clamp(min=torch.finfo(p.dtype).tiny)), torch.zeros_like(p)) + (p - p)
     return _scores(p, p, plogp)
@@ -179,6 +214,10 @@ def _box_columns(boxes):
 def crop_resize(input, boxes, size, *, mode="bilinear", align_corners=False):
     """Reference of :func:`lse_fast.ops.crop_resize`: gathers the taps of
     every box explicitly (differentiable through autograd). Accepts float64."""
+    return _crop_resize(input, boxes, size, mode, align_corners, live_taps=False)
+
+
+def _crop_resize(input, boxes, size, mode, align_corners, live_taps):
     squeeze = input.dim() == 3
     x = input.unsqueeze(1) if squeeze else input
     oh, ow = size
@@ -206,9 +245,12 @@ def crop_resize(input, boxes, size, *, mode="bilinear", align_corners=False):
 
         ly = ly[:, :, None, None]
         lx = lx[:, None, :, None]
-        top = tap(y0, x0) * (1 - lx) + tap(y0, x1i) * lx
-        bottom = tap(y1i, x0) * (1 - lx) + tap(y1i, x1i) * lx
-        out = (top * (1 - ly) + bottom * ly).permute(0, 3, 1, 2).contiguous().to(x.dtype)
+        # live: the zero-weight-tap rule (crop_pseudo_labels); crop_resize
+        # keeps F.interpolate's plain products (0 * -inf = NaN).
+        mul = _live if live_taps else torch.mul
+        top = tap(y0, x0) * (1 - lx) + mul(lx, tap(y0, x1i))
+        bottom = tap(y1i, x0) * (1 - lx) + mul(lx, tap(y1i, x1i))
+        out = (top * (1 - ly) + mul(ly, bottom)).permute(0, 3, 1, 2).contiguous().to(x.dtype)
     if k == 0:
         out = x.new_empty((0, c, oh, ow))
     return out[:, 0] if squeeze else out
@@ -217,17 +259,21 @@ def crop_resize(input, boxes, size, *, mode="bilinear", align_corners=False):
 def crop_pseudo_labels(probs, boxes, size, thresholds, *, image_size=None, ignore_index=255, align_corners=False):
     """Reference of :func:`lse_fast.ops.crop_pseudo_labels`, materialising
     the full-resolution probability map P as the method's public code does
-    (both bilinear resamplings with `align_corners`)."""
+    (both bilinear resamplings with `align_corners`, under the zero-weight-tap
+    rule of :func:`upsample_bilinear`). A pixel whose resampled
+    probabilities are not all finite (at the crop pixel or at the filter's
+    full-resolution pixel) is ``ignore_index``."""
     oh, ow = size
     H, W = probs.shape[2:] if image_size is None else image_size
     _check_box_values("crop_pseudo_labels", boxes, probs.shape[0], H, W)
     p = probs.float()
     c = p.shape[1]
     if (H, W) != tuple(p.shape[2:]):
-        p = torch.nn.functional.interpolate(p, size=(H, W), mode="bilinear", align_corners=align_corners)
+        p = upsample_bilinear(p, (H, W), align_corners=align_corners)
     entropy = torch.special.entr(p).sum(1) / math.log(c) if c > 1 else torch.zeros_like(p[:, 0])
     label = p.argmax(1)
-    keep = (entropy <= thresholds.to(p.device, torch.float32)[label]).to(torch.uint8)
-    crop_label = crop_resize(p, boxes, (oh, ow), align_corners=align_corners).argmax(1)
-    crop_keep = crop_resize(keep, boxes, (oh, ow), mode="nearest")
-    return torch.where(crop_keep.bool(), crop_label, torch.full_like(crop_label, ignore_index)).to(torch.uint8)
+    keep = (entropy <= thresholds.to(p.device, torch.float32)[label]) & torch.isfinite(p).all(1)
+    crop = _crop_resize(p, boxes, (oh, ow), "bilinear", align_corners, live_taps=True)
+    crop_label = crop.argmax(1)
+    crop_keep = crop_resize(keep.to(torch.uint8), boxes, (oh, ow), mode="nearest").bool() & torch.isfinite(crop).all(1)
+    return torch.where(crop_keep, crop_label, torch.full_like(crop_label, ignore_index)).to(torch.uint8)

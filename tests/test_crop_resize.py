@@ -245,6 +245,41 @@ def test_pseudo_labels_zero_probabilities_are_valid():
         assert torch.all(out == 1)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_pseudo_labels_non_finite_probabilities_are_ignored(bad, align_corners, device):
+    # The rule: a pixel whose resampled probabilities are not all finite
+    # (at the crop pixel, or at the filter's full-resolution pixel) is
+    # ignore_index; a uint8 label cannot carry NaN. A bad value read with a
+    # tap weight of exactly 0 adds nothing (the zero-weight-tap rule), so
+    # the damage stays local, and the reference computes the same.
+    gen = torch.Generator().manual_seed(12)
+    p = soft_probs(2, 4, 6, 8, gen)
+    p[0, 2, 2, 3] = bad
+    p[1, 0, 0, 0] = bad  # a corner: clamped taps read it with weight 0
+    boxes = torch.tensor([[0, 0, 0, 32, 24], [0, 5.5, 3.25, 29.0, 20.5], [1, 0, 0, 32, 24]], dtype=torch.float32)
+    image_size = (21, 29) if align_corners else (24, 32)
+    boxes[:, 3] = boxes[:, 3].clamp(max=image_size[1])
+    boxes[:, 4] = boxes[:, 4].clamp(max=image_size[0])
+    thr = torch.full((4,), 2.0)  # keeps every finite pixel
+    got = ops.crop_pseudo_labels(p.to(device), boxes, (17, 23), thr, image_size=image_size, align_corners=align_corners).cpu()
+    want = reference.crop_pseudo_labels(p, boxes, (17, 23), thr, image_size=image_size, align_corners=align_corners)
+    ignored = got == 255
+    assert torch.equal(ignored, want == 255)
+    assert ignored.any() and ignored.float().mean() < 0.5, "the bad value stays local"
+    assert (got == want).double().mean() >= 0.999
+    # Where nothing is ignored the labels are those of the clean map.
+    clean = p.nan_to_num(nan=0.0, posinf=0.0)
+    base = ops.crop_pseudo_labels(clean, boxes, (17, 23), thr, image_size=image_size, align_corners=align_corners)
+    assert torch.equal(got[~ignored], base[~ignored])
+    # A single class (entropy 0) follows the same rule.
+    one = ops.crop_pseudo_labels(p[:, 2:3].to(device), boxes, (17, 23), thr[:1], image_size=image_size,
+                                 align_corners=align_corners).cpu()
+    ref_one = reference.crop_pseudo_labels(p[:, 2:3], boxes, (17, 23), thr[:1], image_size=image_size, align_corners=align_corners)
+    assert torch.equal(one == 255, ref_one == 255) and (one == 255).any() and (one == 0).any()
+
+
 def test_torch_compile_fullgraph():
     def step(img, probs, boxes, thr):
         patches = ops.crop_resize(img, boxes, (32, 64))

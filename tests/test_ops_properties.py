@@ -242,6 +242,37 @@ def test_score_upsampled_align_corners_property(shape, out, dtype, layout, seed)
 
 
 @PROPERTY
+@given(
+    shape=st.tuples(st.integers(1, 2), st.integers(1, 9), st.integers(1, 9), st.integers(1, 11)),
+    out=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    dtype=FLOAT_DTYPES,
+    layout=LAYOUTS,
+    align_corners=st.booleans(),
+    share=st.sampled_from([0.1, 0.5, 0.9]),
+    seed=st.integers(0, 2**31),
+)
+def test_score_upsampled_neg_inf_property(shape, out, dtype, layout, align_corners, share, seed):
+    # -inf logits anywhere (borders, clamped and exact taps included): a tap
+    # of weight 0 adds nothing, a tap of weight > 0 makes the upsampled logit
+    # -inf (p = 0). The truth: float64 softmax statistics (0 log 0 = 0) of
+    # the reference's upsampling with the op's float32 taps; NaN exactly
+    # where every upsampled logit is -inf.
+    x = mix_neg_inf(tensor(seed, shape, dtype), seed, share)
+    got = ops.score(make_layout(x, layout), size=out, align_corners=align_corners)
+    up = reference.upsample_bilinear(x.float(), out, align_corners=align_corners)
+    assert not torch.isnan(up).any()
+    conf, label, ent = softmax_stats64(up)
+    dead = torch.isneginf(up).all(1)
+    assert torch.equal(torch.isnan(got.confidence), dead) and torch.equal(torch.isnan(got.entropy), dead)
+    ties = near_tie(up.double().nan_to_num(neginf=-1e30), 1e-4)
+    assert torch.equal(got.label[~dead & ~ties], label[~dead & ~ties])
+    assert_close(got.confidence[~dead], conf[~dead].float(), atol=2e-6, name="confidence")
+    assert_close(got.entropy[~dead], ent[~dead].float(), atol=4e-6, name="entropy")
+    want = reference.score(x, size=out, align_corners=align_corners)
+    assert torch.equal(torch.isnan(want.entropy), dead)
+
+
+@PROPERTY
 @given(data=st.data(), seed=st.integers(0, 2**31))
 def test_crop_pseudo_labels_property(data, seed):
     n, c = data.draw(st.integers(1, 2)), data.draw(st.integers(2, 7))
@@ -252,6 +283,12 @@ def test_crop_pseudo_labels_property(data, seed):
     boxes = data.draw(boxes_strategy(n, H, W, k_max=3))
     thresholds = torch.tensor(data.draw(st.lists(st.floats(0.0, 1.0), min_size=c, max_size=c)), dtype=torch.float32)
     probs = torch.softmax(tensor(seed, (n, c, h, w)), 1)
+    # Some maps hold NaN or inf probabilities: pixels whose resampled
+    # probabilities are not finite are ignored, by the op and the reference.
+    bad = data.draw(st.sampled_from([None, None, float("nan"), float("inf")]))
+    if bad is not None:
+        g = torch.Generator().manual_seed(seed + 3)
+        probs = probs.masked_fill(torch.rand(probs.shape, generator=g) < 0.05, bad)
     align = data.draw(st.booleans())
     got = ops.crop_pseudo_labels(probs, boxes, size, thresholds, image_size=(H, W), align_corners=align)
     want = reference.crop_pseudo_labels(probs, boxes, size, thresholds, image_size=(H, W), align_corners=align)

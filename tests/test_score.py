@@ -388,28 +388,140 @@ def test_neg_inf_pixel_rules():
     assert one.confidence[0, 0, 0] == 1.0 and torch.isnan(one.confidence[0, 0, 1])
 
 
+# (low-res size, output size, align_corners) whose scale is exact in
+# float32, so that a zero weight is zero in the float64 truth too:
+# align_corners=False clamps the first output row/column (weight 0 on tap
+# 1) and repeats the last low-res row/column; align_corners=True with
+# 2h - 1 lands every other output pixel exactly on a low-res pixel; size ==
+# input puts every pixel there; the 3x and 4x downsamplings read exact
+# pixels only.
+ZERO_WEIGHT_CASES = [
+    ((6, 7), (12, 14), False), ((6, 7), (6, 7), False), ((9, 12), (3, 4), False),
+    ((6, 7), (11, 13), True), ((6, 7), (6, 7), True), ((9, 13), (3, 4), True),
+]
+
+
+def zero_weight_logits(dtype, hw, seed=0):
+    """[2, 5, h, w] logits: classes 0 and 2 -inf everywhere, classes 3 and 4
+    -inf at a random 40% of pixels (borders and exact positions included),
+    class 1 always finite (no pixel is all -inf after upsampling)."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(2, 5, *hw, generator=g) * 4).to(dtype)
+    mask = torch.rand(2, 5, *hw, generator=g) < 0.4
+    mask[:, 0] = mask[:, 2] = True
+    mask[:, 1] = False
+    return x.masked_fill(mask, float("-inf"))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("align_corners", [False, True])
-def test_upsampled_neg_inf_logits(dtype, align_corners):
-    # Classes 0 and 2 are -inf at every low-resolution pixel. The upsampled
-    # logits are F.interpolate's: -inf (p = 0) where every tap has a
-    # nonzero weight, NaN where a tap of weight exactly 0 is -inf (0 * -inf,
-    # as F.interpolate computes it; the edge pixels here). Scores follow.
-    x = random_logits((2, 5, 6, 7), dtype)
-    x[:, 0] = float("-inf")
-    x[:, 2] = float("-inf")
-    got = ops.score(x, size=(13, 17), align_corners=align_corners)
-    up = F.interpolate(x.double(), (13, 17), mode="bilinear", align_corners=align_corners)
-    conf, label, ent = float64_truth_with_zeros(up)
-    nan = torch.isnan(up).any(1)
-    assert nan.float().mean() < 0.5 and torch.equal(torch.isnan(got.confidence), nan)
-    assert torch.equal(torch.isnan(got.entropy), nan)
-    ok = ~nan & ~near_tie(up.nan_to_num(nan=0.0, neginf=-1e30))
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("hw,size,align_corners", ZERO_WEIGHT_CASES, ids=str)
+def test_upsampled_neg_inf_at_zero_weight_taps(hw, size, align_corners, layout, dtype):
+    # A -inf logit is p = 0 at any tap. Where its tap weight is exactly 0 it
+    # contributes nothing (F.interpolate would give 0 * -inf = NaN); where
+    # the weight is > 0 the upsampled logit is -inf (p = 0). Every output
+    # pixel keeps a finite class: confidence, label and entropy are finite
+    # and equal to float64 softmax statistics with 0 log 0 = 0.
+    x = zero_weight_logits(dtype, hw, seed=size[0] + align_corners)
+    got = ops.score(make_layout(x, layout), size=size, align_corners=align_corners)
+    up64 = reference.upsample_bilinear(x.double(), size, align_corners=align_corners)
+    assert torch.isfinite(up64[:, 1]).all() and torch.isneginf(up64[:, 0]).all()
+    conf, label, ent = float64_truth_with_zeros(up64)
+    assert torch.isfinite(got.confidence).all() and torch.isfinite(got.entropy).all()
+    assert torch.isfinite(got.class_confidence).all() and torch.isfinite(got.class_entropy).all()
+    ok = ~near_tie(up64.nan_to_num(neginf=-1e30))
     assert torch.equal(got.label[ok], label[ok])
-    assert_close(got.confidence[~nan], conf[~nan].float(), atol=2e-6, name="confidence")
-    assert_close(got.entropy[~nan], ent[~nan].float(), atol=4e-6, name="entropy")
-    ref = reference.score(x, size=(13, 17), align_corners=align_corners)
-    assert torch.equal(torch.isnan(ref.entropy), nan)
+    assert_close(got.confidence, conf.float(), atol=2e-6, name="confidence")
+    assert_close(got.entropy, ent.float(), atol=4e-6, name="entropy")
+    # The reference computes the same rule, in float32 and float64.
+    for ref in (reference.score(x, size=size, align_corners=align_corners),
+                reference.score(x.double(), size=size, align_corners=align_corners)):
+        assert torch.isfinite(ref.confidence).all() and torch.isfinite(ref.entropy).all()
+        assert_close(got.confidence, ref.confidence, atol=2e-6, name="confidence vs reference")
+        assert_close(got.entropy, ref.entropy, atol=4e-6, name="entropy vs reference")
+    # The case exercises the rule: plain F.interpolate turns some pixel NaN.
+    if dtype == torch.float32:
+        plain = F.interpolate(x.double(), size, mode="bilinear", align_corners=align_corners)
+        assert torch.isnan(plain).any()
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cuda_upsampled_neg_inf_at_zero_weight_taps(dtype):
+    for hw, size, align_corners in ZERO_WEIGHT_CASES:
+        x = zero_weight_logits(dtype, hw, seed=size[0] + align_corners)
+        for probs in (False, True):
+            op = ops.score_probs if probs else ops.score
+            v = torch.softmax(x.float(), 1).to(dtype) if probs else x
+            got = op(v.cuda(), size=size, align_corners=align_corners)
+            want = op(v, size=size, align_corners=align_corners)
+            assert torch.isfinite(got.confidence).all() and torch.isfinite(got.entropy).all()
+            assert_close(got.confidence, want.confidence, atol=2e-6, name="confidence")
+            assert_close(got.entropy, want.entropy, atol=4e-6, name="entropy")
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_upsampled_neg_inf_with_positive_weight_is_p_zero(align_corners):
+    # Class 0 is the largest logit everywhere except at one low-res pixel,
+    # where it is -inf: every output pixel reading that pixel with a
+    # weight > 0 has p_0 = 0 (label 1), all others keep label 0.
+    x = torch.zeros(1, 2, 4, 5)
+    x[0, 0] = 3.0
+    x[0, 0, 1, 2] = float("-inf")
+    size = (7, 9) if align_corners else (8, 10)
+    got = ops.score(x, size=size, align_corners=align_corners)
+    up = reference.upsample_bilinear(x.double(), size, align_corners=align_corners)
+    reads = torch.isneginf(up[0, 0])
+    assert reads.any() and not reads.all()
+    assert torch.equal(got.label[0] == 1, reads)
+    assert torch.all(got.confidence[0][reads] == 1.0) and torch.all(got.entropy[0][reads] == 0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize(
+    "hw,size", [((5, 7), (20, 28)), ((4, 4), (7, 9)), ((1, 1), (4, 5)), ((6, 8), (3, 4)), ((3, 5), (3, 5)), ((16, 32), (128, 256))],
+    ids=lambda v: "x".join(map(str, v)),
+)
+def test_reference_upsample_equals_interpolate_on_finite_input(hw, size, align_corners, dtype):
+    x = torch.randn(2, 3, *hw, generator=torch.Generator().manual_seed(3)).to(dtype)
+    got = reference.upsample_bilinear(x, size, align_corners=align_corners)
+    want = F.interpolate(x, size, mode="bilinear", align_corners=align_corners)
+    assert got.dtype == dtype and got.shape == want.shape
+    # The same taps; the products may round in another order (<= 2 ulp of |x| <= 5).
+    assert_close(got, want, atol=1e-6 if dtype == torch.float32 else 1e-14, rtol=0, name="upsample_bilinear")
+
+
+def test_reference_upsample_zero_weight_taps_stay_finite():
+    x = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
+    x[0, 0, 1, :] = float("-inf")  # row 1: the zero-weight second tap of output row 0
+    # Output rows reading row 1 with a weight > 0 are -inf, the others 0;
+    # F.interpolate gives NaN in row 0 (and column 0: 1 * -inf + 0 * -inf).
+    for align, size, rows in ((False, (6, 6), [1, 2, 3, 4]), (True, (5, 5), [1, 2, 3])):
+        up = reference.upsample_bilinear(x, size, align_corners=align)
+        plain = F.interpolate(x, size, mode="bilinear", align_corners=align)
+        assert torch.isnan(plain[0, 0, 0]).all() and torch.isnan(plain[0, 0, rows, 0]).all()
+        want = torch.zeros(size, dtype=torch.float64)
+        want[rows] = float("-inf")
+        assert torch.equal(up[0, 0], want)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_upsampled_probs_nan_at_zero_weight_tap_adds_nothing(align_corners):
+    # score_probs under the same rule: a NaN (or inf) probability read with
+    # weight 0 does not reach the output; read with weight > 0 it gives NaN.
+    p = torch.softmax(torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(2)), 1)
+    p[0, 1, 1, 1] = float("nan")
+    size = (7, 7) if align_corners else (8, 8)
+    got = ops.score_probs(p, size=size, align_corners=align_corners)
+    ref = reference.score_probs(p, size=size, align_corners=align_corners)
+    plain = F.interpolate(p, size, mode="bilinear", align_corners=align_corners)
+    nan = torch.isnan(reference.upsample_bilinear(p, size, align_corners=align_corners)).any(1)
+    assert nan.any() and (torch.isnan(plain).any(1) & ~nan).any()
+    assert torch.equal(torch.isnan(got.confidence), nan) and torch.equal(torch.isnan(got.entropy), nan)
+    assert torch.equal(torch.isnan(ref.confidence), nan)
+    assert_close(got.confidence[~nan], ref.confidence[~nan], atol=2e-6, name="confidence")
+    assert_close(got.entropy[~nan], ref.entropy[~nan], atol=4e-6, name="entropy")
 
 
 @pytest.mark.parametrize("shape,size", UPSAMPLE_CASES, ids=lambda v: "x".join(map(str, v)))

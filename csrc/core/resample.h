@@ -86,10 +86,44 @@ LSE_HD A bilinear_blend(float l1y, float l1x, A a, A b, A c, A d) {
   return wy0 * (wx0 * a + wx1 * b) + wy1 * (wx0 * c + wx1 * d);
 }
 
+// The zero-weight-tap rule of the scoring resamplers (the upsampled score
+// and score_probs, crop_pseudo_labels): a tap whose weight is exactly 0
+// (the second tap of an exact source position: borders, clamped taps,
+// align_corners=True grid points) contributes nothing, so a -inf logit (or
+// a NaN or inf) there cannot turn the value into 0 * -inf = NaN. A tap with
+// a weight > 0 counts as usual: -inf there makes the value -inf (p = 0).
+// On finite values the result equals the plain weighted sum (w * x = 0 for
+// w = 0, up to the sign of a zero). crop_resize keeps F.interpolate's plain
+// arithmetic (bilinear_blend), where 0 * -inf is NaN.
+template <typename A>
+LSE_HD A live_tap(A w, A x) {
+  return w != A(0) ? w * x : A(0);
+}
+
+// bilinear_blend under the zero-weight-tap rule, in the same order. Only
+// the second row's and second column's weights (l1y, l1x) can be 0: the
+// first ones, 1 - l1 with l1 in [0, 1), are > 0.
+template <typename A>
+LSE_HD A bilinear_blend_live(float l1y, float l1x, A a, A b, A c, A d) {
+  const A wy1 = l1y, wy0 = A(1) - A(l1y), wx1 = l1x, wx0 = A(1) - A(l1x);
+  const A top = wx0 * a + live_tap(wx1, b);
+  return l1y != 0.0f ? wy0 * top + wy1 * (wx0 * c + live_tap(wx1, d)) : wy0 * top;
+}
+
 // Sum of four taps with weights w[0..3], added in this order:
 // ((w0 a + w1 b) + w2 c) + w3 d. The one 4-tap sum of the composed taps.
 LSE_HD float four_tap_sum(const float* w, float a, float b, float c, float d) {
   return ((w[0] * a + w[1] * b) + w[2] * c) + w[3] * d;
+}
+
+// The zero-weight-tap rule where only finiteness matters (crop_pseudo_labels,
+// which ignores a pixel whose resampled probabilities are not finite): a
+// tap of weight 0 reads the first tap's pixel instead (weight 1 - l1 > 0),
+// so the plain blend is finite iff every tap of weight > 0 is, at no cost
+// in the hot loops. Finite values are unchanged (0 * x = 0 either way).
+LSE_HD LinearTap drop_zero_weight_tap(LinearTap t) {
+  t.i1 = t.l1 != 0.0f ? t.i1 : t.i0;
+  return t;
 }
 
 // "nearest-exact": floor((dst + 0.5) * scale), the product taken in double
@@ -109,6 +143,8 @@ struct ComposedTaps {
   float w[4];
 };
 
+// With taps passed through drop_zero_weight_tap, every composed tap of
+// weight 0 reads a pixel that a tap of weight > 0 reads too.
 LSE_HD ComposedTaps compose_taps(const LinearTap& crop, const LinearTap& up0, const LinearTap& up1) {
   const float l0 = 1.0f - crop.l1;
   ComposedTaps t;
@@ -120,11 +156,14 @@ LSE_HD ComposedTaps compose_taps(const LinearTap& crop, const LinearTap& up0, co
 }
 
 // -p log p for a probability p (0 for p <= FLT_MIN: the term is below
-// 1e-36, and log_ge1's decomposition needs a normal float).
+// 1e-36, and log_ge1's decomposition needs a normal float). NaN for a
+// non-finite p (NaN, +-inf), so that crop_pseudo_labels ignores a pixel
+// whose resampled probabilities are not all finite.
 LSE_HD float entropy_term(float p) {
   constexpr float kMinNormal = 1.17549435e-38f;
   const float safe = p > kMinNormal ? p : 1.0f;
-  return p > kMinNormal ? -p * log_normal(safe) : 0.0f;
+  const float term = p > kMinNormal ? -p * log_normal(safe) : 0.0f;
+  return term + (p - p);  // p - p: 0 for finite p, NaN for NaN and +-inf
 }
 
 // An [N, C, H, W] tensor with arbitrary element strides.

@@ -15,6 +15,7 @@ struct PseudoLabelScratch {
   // Slots of crop-resized-horizontally low-resolution rows, [slot][c][ox].
   static constexpr int kSlots = 4;
   std::vector<float> slots;
+  std::vector<float> slot_sum;  // [slot][ox]: sum over classes (finite iff every value is)
   int64_t slot_row[kSlots];
   // Composed horizontal taps of the box, [ox][4].
   std::vector<int64_t> col_idx;
@@ -34,9 +35,12 @@ struct PseudoLabelScratch {
 // The three hot loops of a pseudo-label unit; always inlined into the
 // unit's body, so each ISA variant of the unit has its own compile of them.
 
-// out[c][ox] = sum_b w[ox][b] * p[c][row][idx[ox][b]]
+// out[c][ox] = sum_b w[ox][b] * p[c][row][idx[ox][b]]; sum[ox]: the sum of
+// those over c, finite iff they all are (the non-finite rule, checked once
+// per low-resolution row instead of once per output pixel).
 LSE_HD void pl_horizontal(const float* plane0, int64_t plane_stride, int64_t c, const int64_t* idx,
-                          const float* w, int64_t ow, float* out) {
+                          const float* w, int64_t ow, float* out, float* sum) {
+  for (int64_t ox = 0; ox < ow; ++ox) sum[ox] = 0.0f;
   for (int64_t cc = 0; cc < c; ++cc) {
     const float* p = plane0 + cc * plane_stride;
     float* o = out + cc * ow;
@@ -44,6 +48,7 @@ LSE_HD void pl_horizontal(const float* plane0, int64_t plane_stride, int64_t c, 
       const int64_t* i = idx + 4 * ox;
       const float* ww = w + 4 * ox;
       o[ox] = four_tap_sum(ww, p[i[0]], p[i[1]], p[i[2]], p[i[3]]);
+      sum[ox] += o[ox];
     }
   }
 }
@@ -107,23 +112,27 @@ LSE_HD void pseudo_label_unit_body(const PseudoLabelArgs& a, int64_t unit, Pseud
   s.col_w.resize(4 * ow);
   s.nearest_col.resize(ow);
   for (int64_t ox = 0; ox < ow; ++ox) {
-    const LinearTap t = linear_tap(cx, ox);
-    const ComposedTaps ct = compose_taps(t, linear_tap(up_x, t.i0), linear_tap(up_x, t.i1));
+    // Zero-weight-tap rule: a tap of weight 0 reads a pixel of weight > 0.
+    const LinearTap t = drop_zero_weight_tap(linear_tap(cx, ox));
+    const ComposedTaps ct = compose_taps(t, drop_zero_weight_tap(linear_tap(up_x, t.i0)),
+                                         drop_zero_weight_tap(linear_tap(up_x, t.i1)));
     for (int b = 0; b < 4; ++b) s.col_idx[4 * ox + b] = ct.idx[b], s.col_w[4 * ox + b] = ct.w[b];
     s.nearest_col[ox] = nearest_tap(nx, ox) - nx.lo;
   }
   const int64_t flen = nx.hi - nx.lo + 1;
   s.fcol.resize(flen);
-  for (int64_t j = 0; j < flen; ++j) s.fcol[j] = linear_tap(up_x, nx.lo + j);
+  for (int64_t j = 0; j < flen; ++j) s.fcol[j] = drop_zero_weight_tap(linear_tap(up_x, nx.lo + j));
   s.filter.resize(flen), s.fmax.resize(flen), s.fent.resize(flen), s.farg.resize(flen);
   s.filter_row = -1;
   s.slots.resize(PseudoLabelScratch::kSlots * c * ow);
+  s.slot_sum.resize(PseudoLabelScratch::kSlots * ow);
   for (int i = 0; i < PseudoLabelScratch::kSlots; ++i) s.slot_row[i] = -1;
   s.best.resize(ow), s.arg.resize(ow);
 
   for (int64_t oy = oy0; oy < oy1; ++oy) {
-    const LinearTap t = linear_tap(cy, oy);
-    const ComposedTaps rt = compose_taps(t, linear_tap(up_y, t.i0), linear_tap(up_y, t.i1));
+    const LinearTap t = drop_zero_weight_tap(linear_tap(cy, oy));
+    const ComposedTaps rt = compose_taps(t, drop_zero_weight_tap(linear_tap(up_y, t.i0)),
+                                         drop_zero_weight_tap(linear_tap(up_y, t.i1)));
     // Find or fill a slot for each of the four low-resolution rows.
     const float* h[4];
     bool needed[PseudoLabelScratch::kSlots] = {false, false, false, false};
@@ -142,27 +151,32 @@ LSE_HD void pseudo_label_unit_body(const PseudoLabelArgs& a, int64_t unit, Pseud
       needed[free_slot] = true;
       s.slot_row[free_slot] = rt.idx[b];
       pl_horizontal(image + rt.idx[b] * a.w, plane, c, s.col_idx.data(), s.col_w.data(), ow,
-                        s.slots.data() + free_slot * c * ow);
+                    s.slots.data() + free_slot * c * ow, s.slot_sum.data() + free_slot * ow);
       for (int b2 = b; b2 < 4; ++b2) {
         if (rt.idx[b2] == rt.idx[b]) which[b2] = free_slot;
       }
     }
-    for (int b = 0; b < 4; ++b) h[b] = s.slots.data() + which[b] * c * ow;
+    const float* hs[4];
+    for (int b = 0; b < 4; ++b) h[b] = s.slots.data() + which[b] * c * ow, hs[b] = s.slot_sum.data() + which[b] * ow;
     pl_vertical_argmax(h, rt.w, c, ow, s.best.data(), s.arg.data());
 
     const int64_t fy = nearest_tap(ny, oy);
     if (fy != s.filter_row) {
       s.filter_row = fy;
-      pl_filter_row(image, plane, c, a.w, linear_tap(up_y, fy), s.fcol.data(), flen,
+      pl_filter_row(image, plane, c, a.w, drop_zero_weight_tap(linear_tap(up_y, fy)), s.fcol.data(), flen,
                         s.fmax.data(), s.fent.data(), s.farg.data());
       for (int64_t j = 0; j < flen; ++j) {
-        const float e = c > 1 ? s.fent[j] / log_c : 0.0f;
+        // fent is NaN where a probability is not finite: e <= t is false.
+        const float e = c > 1 ? s.fent[j] / log_c : s.fent[j] * 0.0f;
         s.filter[j] = e <= a.thresholds[s.farg[j]];
       }
     }
     uint8_t* out = a.out + (k * a.oh + oy) * ow;
     for (int64_t ox = 0; ox < ow; ++ox) {
-      out[ox] = s.filter[s.nearest_col[ox]] ? static_cast<uint8_t>(s.arg[ox]) : a.ignore_index;
+      // Every row read (zero-weight ones read a row of weight > 0) finite.
+      const float sum = (hs[0][ox] + hs[1][ox]) + (hs[2][ox] + hs[3][ox]);
+      const bool finite = sum - sum == 0.0f;
+      out[ox] = s.filter[s.nearest_col[ox]] && finite ? static_cast<uint8_t>(s.arg[ox]) : a.ignore_index;
     }
   }
 }

@@ -113,7 +113,8 @@ void score_tile(ScoreFrom from, std::bool_constant<kBlend> blend, const float* p
 // Horizontal resampling of one low-resolution row (class 0 at `row`, class c
 // at row + c * stride_c) at a tile's output columns into float planes
 // dst[c * kTile + p]: (1 - lx) * row[x0] + lx * row[x1], the inner step of
-// bilinear_blend, with the columns' premultiplied offsets x0/x1.
+// bilinear_blend_live (a tap of weight lx = 0 adds nothing), with the
+// columns' premultiplied offsets x0/x1.
 template <typename T>
 LSE_HD void resample_row_body(const T* row, int64_t stride_c, int64_t num_classes, const int64_t* x0,
                               const int64_t* x1, const float* lx, int64_t len, float* dst) {
@@ -122,7 +123,7 @@ LSE_HD void resample_row_body(const T* row, int64_t stride_c, int64_t num_classe
     float* y = dst + c * kTile;
     for (int64_t p = 0; p < len; ++p) {
       const float wx1 = lx[p], wx0 = 1.0f - lx[p];
-      y[p] = wx0 * to_float(r[x0[p]]) + wx1 * to_float(r[x1[p]]);
+      y[p] = wx0 * to_float(r[x0[p]]) + live_tap(wx1, to_float(r[x1[p]]));  // zero-weight-tap rule
     }
   }
 }
@@ -202,8 +203,16 @@ void score_upsampled_cpu_tiles(const T* logits, const UpsampledLogits& u, int64_
     const int64_t column = t.col0 / kTile;
     const LinearTap ty = linear_tap(ay, t.row);
     const float* r0 = resampled(t, column, ty.i0, -1);
-    const float* r1 = resampled(t, column, ty.i1, t.n * u.h + ty.i0);
     const int64_t pix = t.n * g.pixels() + t.pixel;
+    if (ty.l1 == 0.0f) {
+      // Zero-weight-tap rule: an exact source row is that row alone (the
+      // blend 1 * r0 + 0 * r1 would make a -inf in r1 NaN).
+      score_tile(from, std::false_type{}, r0, r0, 0.0f, int64_t{kTile}, g.c, t.len, inv_log_c,
+                 out.confidence + pix, out.label + pix, out.entropy + pix, partials.pixels + tile * g.c,
+                 partials.confidence + tile * g.c, partials.entropy + tile * g.c);
+      continue;
+    }
+    const float* r1 = resampled(t, column, ty.i1, t.n * u.h + ty.i0);
     score_tile(from, std::true_type{}, r0, r1, ty.l1, int64_t{kTile}, g.c, t.len, inv_log_c,
                out.confidence + pix, out.label + pix, out.entropy + pix, partials.pixels + tile * g.c,
                partials.confidence + tile * g.c, partials.entropy + tile * g.c);

@@ -16,7 +16,9 @@ struct PseudoLabelGeometry {
 
 // The CPU kernel's arithmetic per pixel: label = argmax over classes of
 // sum_a wy[a] * (sum_b wx[b] * p[c, ry[a], rx[b]]); filter from the
-// upsampled probabilities at the nearest full-resolution pixel. The filter
+// upsampled probabilities at the nearest full-resolution pixel (both under
+// the zero-weight-tap rule; a pixel whose resampled probabilities are not
+// all finite is ignored, in either). The filter
 // is decided first, so its taps are dead before the label's are live (fewer
 // registers), and a filtered pixel skips the label loop. Offsets are in
 // Index (int32 when a probability plane has fewer than 2^31 elements).
@@ -37,19 +39,22 @@ __global__ void __launch_bounds__(kThreads)
     // The filter's nearest crop has no align_corners.
     const ResampleAxis ny = boxes.y_axis(k, g.oh, g.image_h, false);
     const ResampleAxis nx = boxes.x_axis(k, g.ow, g.image_w, false);
-    const LinearTap fy = linear_tap(up_y, nearest_tap(ny, oy));
-    const LinearTap fx = linear_tap(up_x, nearest_tap(nx, ox));
+    // Zero-weight-tap rule: a tap of weight 0 reads a pixel of weight > 0.
+    const LinearTap fy = drop_zero_weight_tap(linear_tap(up_y, nearest_tap(ny, oy)));
+    const LinearTap fx = drop_zero_weight_tap(linear_tap(up_x, nearest_tap(nx, ox)));
     const Index r0 = static_cast<Index>(fy.i0 * g.w), r1 = static_cast<Index>(fy.i1 * g.w);
     const Index x0 = static_cast<Index>(fx.i0), x1 = static_cast<Index>(fx.i1);
     float fmax = -1.0f, ent = 0.0f;
     int farg = 0;
     const float* p = image;
     for (int64_t c = 0; c < g.c; ++c, p += plane) {
-      const float v = bilinear_blend<float>(fy.l1, fx.l1, p[r0 + x0], p[r0 + x1], p[r1 + x0], p[r1 + x1]);
+      const float v =
+          bilinear_blend<float>(fy.l1, fx.l1, p[r0 + x0], p[r0 + x1], p[r1 + x0], p[r1 + x1]);
       if (v > fmax) fmax = v, farg = static_cast<int>(c);
       ent += entropy_term(v);
     }
-    const float e = g.c > 1 ? ent / log_normal(static_cast<float>(g.c)) : 0.0f;
+    // ent is NaN where a probability is not finite: the pixel is ignored.
+    const float e = g.c > 1 ? ent / log_normal(static_cast<float>(g.c)) : ent * 0.0f;
     if (!(e <= thresholds[farg])) {
       out[i] = ignore_index;
       return;
@@ -58,16 +63,19 @@ __global__ void __launch_bounds__(kThreads)
 
   const ResampleAxis cy = boxes.y_axis(k, g.oh, g.image_h, g.align_corners);
   const ResampleAxis cx = boxes.x_axis(k, g.ow, g.image_w, g.align_corners);
-  const LinearTap ty = linear_tap(cy, oy), tx = linear_tap(cx, ox);
-  const ComposedTaps rows = compose_taps(ty, linear_tap(up_y, ty.i0), linear_tap(up_y, ty.i1));
-  const ComposedTaps cols = compose_taps(tx, linear_tap(up_x, tx.i0), linear_tap(up_x, tx.i1));
+  const LinearTap ty = drop_zero_weight_tap(linear_tap(cy, oy));
+  const LinearTap tx = drop_zero_weight_tap(linear_tap(cx, ox));
+  const ComposedTaps rows = compose_taps(ty, drop_zero_weight_tap(linear_tap(up_y, ty.i0)),
+                                         drop_zero_weight_tap(linear_tap(up_y, ty.i1)));
+  const ComposedTaps cols = compose_taps(tx, drop_zero_weight_tap(linear_tap(up_x, tx.i0)),
+                                         drop_zero_weight_tap(linear_tap(up_x, tx.i1)));
   Index row_off[4], col_off[4];
 #pragma unroll
   for (int a = 0; a < 4; ++a) {
     row_off[a] = static_cast<Index>(rows.idx[a] * g.w);
     col_off[a] = static_cast<Index>(cols.idx[a]);
   }
-  float best = -INFINITY;
+  float best = -INFINITY, sum = 0.0f;  // sum over classes: finite iff every value is
   int label = 0;
   const float* p = image;
   for (int64_t c = 0; c < g.c; ++c, p += plane) {
@@ -79,8 +87,9 @@ __global__ void __launch_bounds__(kThreads)
     }
     const float v = four_tap_sum(rows.w, h[0], h[1], h[2], h[3]);
     if (v > best) best = v, label = static_cast<int>(c);
+    sum += v;
   }
-  out[i] = static_cast<uint8_t>(label);
+  out[i] = sum - sum == 0.0f ? static_cast<uint8_t>(label) : ignore_index;
 }
 
 }  // namespace

@@ -70,8 +70,8 @@ __device__ __forceinline__ PixelScore score_pixel(const T* image, const PixelGeo
     const int64_t x0 = tx.i0 * up.stride_w, x1 = tx.i1 * up.stride_w;
     auto value = [&](int c) {
       const int64_t o = int64_t{c} * g.stride_c;
-      return bilinear_blend<float>(ty.l1, tx.l1, load(r0 + o + x0), load(r0 + o + x1), load(r1 + o + x0),
-                                   load(r1 + o + x1));
+      return bilinear_blend_live<float>(ty.l1, tx.l1, load(r0 + o + x0), load(r0 + o + x1),
+                                        load(r1 + o + x0), load(r1 + o + x1));
     };
     PixelAcc<kProbs> acc;
     acc.init(value(0));

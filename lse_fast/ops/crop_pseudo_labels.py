@@ -47,7 +47,10 @@ def crop_pseudo_labels(probs, boxes, size, thresholds, *, image_size=None, ignor
             LSE authors' code); the filter's nearest crop has no such flag.
 
     Returns:
-        uint8 ``[K, oh, ow]``.
+        uint8 ``[K, oh, ow]``. A pixel whose resampled probabilities are not
+        all finite (NaN or +-inf, at the crop pixel or at the filter's
+        full-resolution pixel) is ``ignore_index``; a tap of bilinear weight
+        exactly 0 is not read (docs/api.md).
     """
     args = crop_pseudo_labels_args(probs, boxes, size, thresholds, image_size, ignore_index, align_corners)
     require_kernels_for("crop_pseudo_labels", probs)

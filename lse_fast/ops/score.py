@@ -46,7 +46,10 @@ def score(logits: torch.Tensor, size=None, *, align_corners: bool = False) -> Sc
         float32. Finite logits of any magnitude give finite results, and so
         do ``-inf`` logits (p = 0, 0 log 0 = 0) beside a finite one; NaN and
         ``+inf`` logits, and a pixel whose logits are all ``-inf``, give NaN
-        confidence and entropy. The outputs carry no gradient.
+        confidence and entropy. With `size`, a tap of bilinear weight
+        exactly 0 contributes nothing (a ``-inf`` there is not
+        ``0 * -inf = NaN``; docs/api.md, the zero-weight-tap rule). The
+        outputs carry no gradient.
     """
     require_tensor("score", "logits", logits)
     require_bool("score", "align_corners", align_corners)

@@ -453,6 +453,67 @@ void test_crop_taps() {
   }
 }
 
+// The zero-weight-tap rule of the scoring resamplers: a tap of weight
+// exactly 0 adds nothing (a -inf, inf or NaN there stays out), a tap of
+// weight > 0 counts (-inf there makes the value -inf); finite values blend
+// as bilinear_blend does.
+void test_zero_weight_taps() {
+  const float inf = INFINITY, nan = NAN;
+  EXPECT(lse::live_tap(0.0f, -inf) == 0.0f && lse::live_tap(0.0f, nan) == 0.0f, "0 * -inf / NaN adds 0");
+  EXPECT(lse::live_tap(0.25f, -inf) == -inf && std::isnan(lse::live_tap(0.25f, nan)), "w > 0 counts");
+  // l1x = 0: the second column is out; l1y = 0: the second row is out.
+  EXPECT(lse::bilinear_blend_live<float>(0.0f, 0.0f, 2.0f, -inf, -inf, nan) == 2.0f, "exact position");
+  EXPECT(lse::bilinear_blend_live<float>(0.5f, 0.0f, 2.0f, -inf, 4.0f, nan) == 3.0f, "exact column");
+  EXPECT(lse::bilinear_blend_live<float>(0.0f, 0.5f, 2.0f, 4.0f, -inf, -inf) == 3.0f, "exact row");
+  EXPECT(lse::bilinear_blend_live<float>(0.5f, 0.5f, 2.0f, 4.0f, -inf, 1.0f) == -inf, "-inf at w > 0");
+  EXPECT(std::isnan(lse::bilinear_blend<float>(0.0f, 0.0f, 2.0f, -inf, 0.0f, 0.0f)), "plain blend: 0 * -inf");
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> v(-5.0f, 5.0f), l(0.0f, 1.0f);
+  for (int i = 0; i < 1000; ++i) {
+    const float ly = i % 3 == 0 ? 0.0f : l(rng), lx = i % 5 == 0 ? 0.0f : l(rng);
+    const float a = v(rng), b = v(rng), c = v(rng), d = v(rng);
+    const float want = lse::bilinear_blend<float>(ly, lx, a, b, c, d);
+    const float got = lse::bilinear_blend_live<float>(ly, lx, a, b, c, d);
+    EXPECT(got == want, "finite blend %g != %g", got, want);
+    const double wd = lse::bilinear_blend<double>(ly, lx, a, b, c, d);
+    EXPECT(lse::bilinear_blend_live<double>(ly, lx, a, b, c, d) == wd, "double blend");
+  }
+  // crop_pseudo_labels: zero-weight taps re-read a tap of weight > 0, so a
+  // composed value is finite iff every tap of weight > 0 reads a finite value.
+  const float row[4] = {0.25f, 0.5f, NAN, 0.75f};  // index 2 is bad
+  int bad_pixels = 0, good_pixels = 0, zero_taps = 0;
+  for (bool align : {false, true}) {
+  const int64_t full = align ? 7 : 8;  // exact scale 1/2 either way
+  const lse::ResampleAxis up = lse::upsample_axis(4, full, align);
+  for (const lse::ResampleAxis& crop : {lse::upsample_axis(full, full, align),
+                                        lse::make_resample_axis(1.0f, 6.0f, 11, full, align)}) {
+  for (int d = 0; d < (crop.scale == 1.0f ? full : 11); ++d) {
+    const lse::LinearTap t = lse::drop_zero_weight_tap(lse::linear_tap(crop, d));
+    const lse::LinearTap u0 = lse::drop_zero_weight_tap(lse::linear_tap(up, t.i0));
+    const lse::LinearTap u1 = lse::drop_zero_weight_tap(lse::linear_tap(up, t.i1));
+    const lse::ComposedTaps ct = lse::compose_taps(t, u0, u1);
+    bool reads_bad = false;  // a tap of weight > 0 reads index 2
+    for (int b = 0; b < 4; ++b) {
+      if (ct.w[b] > 0.0f && ct.idx[b] == 2) reads_bad = true;
+      if (ct.w[b] == 0.0f) {
+        ++zero_taps;
+        bool covered = false;
+        for (int b2 = 0; b2 < 4; ++b2) covered |= ct.w[b2] > 0.0f && ct.idx[b2] == ct.idx[b];
+        EXPECT(covered, "d=%d: a zero-weight tap reads a pixel no tap of weight > 0 reads", d);
+      }
+    }
+    const float val = lse::four_tap_sum(ct.w, row[ct.idx[0]], row[ct.idx[1]], row[ct.idx[2]], row[ct.idx[3]]);
+    EXPECT(std::isnan(val) == reads_bad, "d=%d: value %g, reads the NaN with weight > 0: %d", d, val, reads_bad);
+    ++(reads_bad ? bad_pixels : good_pixels);
+  }
+  }
+  }
+  EXPECT(bad_pixels > 0 && good_pixels > 0 && zero_taps > 0, "cases %d %d %d", bad_pixels, good_pixels, zero_taps);
+  EXPECT(lse::entropy_term(0.0f) == 0.0f && std::isnan(lse::entropy_term(nan)) && std::isnan(lse::entropy_term(inf)) &&
+             std::isnan(lse::entropy_term(-inf)),
+         "entropy_term: 0 log 0 = 0, non-finite p gives NaN");
+}
+
 }  // namespace
 
 void test_cpu_isa_parse() {
@@ -481,6 +542,7 @@ int main() {
       {"float_to_16bit", test_float_to_16bit}, {"focal_terms", test_focal_terms},
       {"focal_cpu_kernel", test_focal_kernel}, {"log_normal", test_log_normal},
       {"crop_taps", test_crop_taps},       {"cpu_isa_parse", test_cpu_isa_parse},
+      {"zero_weight_taps", test_zero_weight_taps},
   };
   for (const auto& [name, fn] : tests) {
     const int before = g_failures;
