@@ -143,7 +143,7 @@ def read_manifest(path=SHIPPED_MANIFEST) -> dict:
         man = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"lse_fast.adapt: the shipped source model's manifest {path}: {e}") from None
-    missing = [k for k in ("file", "sha256", "fingerprint") if k not in man]
+    missing = [k for k in ("file", "sha256", "fingerprint", "source_only_miou") if k not in man]
     if missing:
         raise ConfigError(f"lse_fast.adapt: the shipped source model's manifest {path} lacks {', '.join(missing)}")
     return man
