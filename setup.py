@@ -175,6 +175,8 @@ if __name__ == "__main__":
         version=VERSION,
         description="Fused C++/CUDA ops for LSE self-training domain adaptation in semantic segmentation",
         packages=find_packages(include=["lse_fast", "lse_fast.*"]),
+        # the built-in benchmark's source model and its manifest (docs/driver.md, "The shipped source model")
+        package_data={"lse_fast.assets": ["*.pt", "*.json"]},
         python_requires=">=3.10",
         install_requires=[torch_requirement(torch.__version__), "numpy>=1.24"],
         extras_require=EXTRAS,

@@ -227,6 +227,13 @@ class AdaptConfig:
         "photometric augmentation of the source-only training (random per-image channel gains, offsets and "
         "desaturation on the normalised images)",
     )
+    source_model: str = _f(
+        "auto",
+        "where theta_0 comes from without --init: 'auto' (the model shipped in lse_fast/assets when every option "
+        "that determines it equals the built-in benchmark's default, else trained here and cached), 'shipped' "
+        "(that model; an error naming the options that differ) or 'train' (always trained here, cached)",
+        choices=("auto", "shipped", "train"),
+    )
 
     def _check_source_stage(self, c: _Check):
         c.at_least(0, "a non-negative integer", "pretrain_iters")
@@ -235,6 +242,8 @@ class AdaptConfig:
             if getattr(self, name) <= 0:
                 c.bad(name, "positive")
         c.file("backbone", "file")
+        if self.source_model == "shipped" and self.init is not None:
+            c.add("give --init (a source-trained model) or --source-model shipped (the packaged one), not both")
         if self.backbone is not None and self.init is not None:
             c.add("give --init (a source-trained model: no source stage) or --backbone (ImageNet weights: the "
                   "source stage trains the model first), not both")
@@ -429,6 +438,10 @@ class AdaptConfig:
         models run on real data and start from --init or --backbone, never
         from random weights or the synthetic benchmark."""
         problems = Problems()
+        if self.source_model == "shipped" and self.init is None:
+            from lse_fast.adapt.source import shipped_source_model  # (imports this module)
+
+            problems.catch(shipped_source_model, self, True)
         if self.model in PAPER_MODELS and self.source == "synthetic":
             problems.add(
                 f"{self.model} is a paper model for real data; give --source gta5:PATH (or "

@@ -1,6 +1,8 @@
 """The source stage (Algorithm 1's input theta_0): the model the rounds start
-from, either a source-trained checkpoint (``--init``) or trained here on the
-labelled source domain (cached under cache_dir, keyed by everything that
+from, either a source-trained checkpoint (``--init``), the source model
+shipped with the package for the built-in benchmark's default configuration
+(``--source-model auto|shipped``, :data:`SHIPPED_MODEL`), or trained here on
+the labelled source domain (cached under cache_dir, keyed by everything that
 determines it)."""
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -16,7 +19,8 @@ import lse_fast
 from lse_fast import models
 from lse_fast.adapt import distributed
 from lse_fast.adapt.config import AdaptConfig, ConfigError
-from lse_fast.adapt.context import Context, build_model, infinite, log, seed_for, synthetic_dir
+from lse_fast.adapt.context import (SYNTHETIC_DATA_SEED, Context, build_model, infinite, log, model_options,
+                                    seed_for, synthetic_dir)
 from lse_fast.adapt.runs import atomic_torch_save
 from lse_fast.adapt.training import make_optimizer, poly_schedule, set_train_mode, supervised_loss, train_loop
 
@@ -97,6 +101,103 @@ def source_model_key(cfg: AdaptConfig, source) -> str:
     return hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# --------------------------------------------------------------------------- the shipped source model
+ASSETS = Path(lse_fast.__file__).resolve().parent / "assets"
+SHIPPED_MODEL = ASSETS / "synthetic_source_small_deeplab.pt"
+SHIPPED_MANIFEST = ASSETS / "synthetic_source_small_deeplab.json"
+REBUILD_COMMAND = "python -m lse_fast.assets.rebuild"
+
+
+def source_fingerprint(cfg: AdaptConfig) -> dict:
+    """Every option that determines the source-trained model: the source
+    data (the synthetic benchmark's generator version, sizes and content
+    seed), the model and its options, the starting point (--init,
+    --backbone), the source-stage recipe, the seed and the number of ranks.
+    Not in it: the device, ops, loader and thread count (they change the
+    trained weights only by floating-point rounding) and the lse_fast
+    version (the shipped model's test guards the training code)."""
+    from lse_fast.data import synthetic
+
+    fp = {
+        "source": cfg.source, "image_size": list(cfg.image_size), "source_size": list(cfg.source_size),
+        "model": cfg.model, "num_classes": cfg.num_classes, "model_options": model_options(cfg),
+        "init": cfg.init, "backbone": cfg.backbone, "backbone_normalization": cfg.backbone_normalization,
+        "pretrain_iters": cfg.pretrain_iters, "pretrain_optimizer": cfg.pretrain_optimizer,
+        "pretrain_lr": cfg.pretrain_lr, "pretrain_momentum": cfg.pretrain_momentum,
+        "pretrain_weight_decay": cfg.pretrain_weight_decay, "pretrain_head_lr_mult": cfg.pretrain_head_lr_mult,
+        "pretrain_batch_size": cfg.pretrain_batch_size, "pretrain_color_aug": cfg.pretrain_color_aug,
+        "seed": cfg.seed, "world_size": distributed.current().world_size if distributed.current().enabled else 1,
+    }
+    if cfg.source == "synthetic":
+        fp["synthetic"] = {"version": synthetic.VERSION, "num_source": cfg.synthetic_source,
+                           "num_target_train": cfg.synthetic_train, "num_target_val": cfg.synthetic_val,
+                           "content_seed": SYNTHETIC_DATA_SEED}
+    return json.loads(json.dumps(fp))  # tuples as lists: comparable with the manifest read back
+
+
+def read_manifest(path=SHIPPED_MANIFEST) -> dict:
+    """The shipped model's manifest (sha256, fingerprint, where it was
+    trained, its source-only mIoU); a missing or malformed one is a
+    ConfigError naming the file."""
+    try:
+        man = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"lse_fast.adapt: the shipped source model's manifest {path}: {e}") from None
+    missing = [k for k in ("file", "sha256", "fingerprint", "source_only_miou") if k not in man]
+    if missing:
+        raise ConfigError(f"lse_fast.adapt: the shipped source model's manifest {path} lacks {', '.join(missing)}")
+    return man
+
+
+def fingerprint_differences(cfg: AdaptConfig, manifest: dict) -> list:
+    """The fingerprint entries where `cfg` differs from the shipped model's."""
+    now, shipped = source_fingerprint(cfg), manifest["fingerprint"]
+    return sorted(k for k in set(now) | set(shipped) if now.get(k) != shipped.get(k))
+
+
+def shipped_source_model(cfg: AdaptConfig, strict: bool = False):
+    """The shipped model's path when this run's source stage uses it, else
+    None: ``source_model`` 'train' (or --init) never does; 'auto' and
+    'shipped' do when the source fingerprint equals the shipped one. With
+    `strict` (the option check before a run) 'shipped' must: a ConfigError
+    names the options that differ."""
+    if cfg.source_model == "train" or cfg.init:
+        return None
+    if cfg.source_model == "auto" and (cfg.source != "synthetic" or not SHIPPED_MANIFEST.is_file()):
+        return None
+    manifest = read_manifest()
+    diff = fingerprint_differences(cfg, manifest)
+    if diff:
+        if strict and cfg.source_model == "shipped":
+            raise ConfigError(
+                "lse_fast.adapt: `source_model` 'shipped' needs the configuration the shipped model was trained "
+                f"with; these differ: {', '.join(diff)} (use --source-model auto or train)")
+        return None
+    return SHIPPED_MODEL
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_shipped(model, path=SHIPPED_MODEL, manifest_path=SHIPPED_MANIFEST) -> None:
+    """Loads the shipped source model into `model` after checking its
+    sha256 against the manifest (a mismatch is a ConfigError: a damaged or
+    replaced file is never used silently)."""
+    manifest = read_manifest(manifest_path)
+    digest = sha256_file(path)
+    if digest != manifest["sha256"]:
+        raise ConfigError(f"lse_fast.adapt: the shipped source model {path} has sha256 {digest}, its manifest "
+                          f"{manifest_path} says {manifest['sha256']}; rebuild it with `{REBUILD_COMMAND}` or run "
+                          "with --source-model train")
+    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
 def color_augment(x, generator):
     """Random photometric change of normalised images [B, 3, H, W]: per image
     a desaturation towards the channel mean (weight 0..0.6), per-channel gains
@@ -130,6 +231,15 @@ def pretrain_source(ctx: Context, model):
     images per rank and step); rank 0 reads and writes the cache and its
     weights are given to every rank."""
     cfg = ctx.cfg
+    shipped = shipped_source_model(cfg)
+    if shipped is not None:
+        if distributed.current().is_main:
+            load_shipped(model)
+            log(f"[source] using the source model shipped for the built-in benchmark's default configuration "
+                f"({shipped}; source-only mIoU {100 * read_manifest()['source_only_miou']:.1f}% where it was made); "
+                f"--source-model train trains it here instead, `{REBUILD_COMMAND}` remakes the file")
+        distributed.sync_model(ctx, model)
+        return str(shipped)
     path = source_checkpoint_path(ctx)
     if distributed.broadcast_flag(path.is_file()):
         loaded = True
