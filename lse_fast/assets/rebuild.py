@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import sys
@@ -125,7 +126,8 @@ def build(out_dir, cache_dir=None, options=()) -> dict:
         "source_render_sha256": render_digest(cfg.image_size),
         "source_render_images": list(PROBE_IMAGES),
         "source_only_miou": so["miou"],
-        "source_only_per_class_iou": so["per_class_iou"],
+        # null for a class absent from the val split (NaN IoU): strict JSON has no NaN
+        "source_only_per_class_iou": [None if math.isnan(v) else v for v in so["per_class_iou"]],
         "val_images": len(ctx.val),
         "made_with": {
             "lse_fast": lse_fast.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
