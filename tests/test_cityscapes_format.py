@@ -152,17 +152,12 @@ def _cityscapes_tree(root, rows):
 
 def test_evaluator_export_reads_back_to_the_same_scores(tmp_path, capsys):
     from lse_fast.evaluate.cli import cli, main
-    from tests.test_evaluate import HalfSplit
+    from tests.test_evaluate import half_split_checkpoint
 
     # label ids: 7 road, 8 sidewalk, 11 building, 0 unlabeled
     _cityscapes_tree(tmp_path / "cs", {"x_000000_000001": [7, 7, 7, 8, 8, 8, 8, 8],
                                        "x_000000_000002": [11, 11, 11, 11, 11, 11, 0, 8]})
-    model = HalfSplit()
-    with torch.no_grad():
-        model.logits[0, 0, :, :2] = 10.0
-        model.logits[0, 1, :, 2:] = 10.0
-    ckpt = tmp_path / "half.pth"
-    torch.save(model.state_dict(), ckpt)
+    ckpt = half_split_checkpoint(tmp_path / "half.pth")
     common = ["--data", f"cityscapes:{tmp_path / 'cs'}", "--loader", "pil", "--device", "cpu"]
     model_args = ["--model", "tests.test_evaluate:half_split", "--checkpoint", str(ckpt)] + common
     out = main(model_args + ["--export", str(tmp_path / "exp"), "--export-train-ids", "--json",

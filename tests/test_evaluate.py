@@ -185,6 +185,17 @@ def half_split(num_classes=19):
     return HalfSplit(num_classes)
 
 
+def half_split_checkpoint(path):
+    """Saves the checkpoint that makes HalfSplit predict class 0 on the left
+    half and class 1 on the right half; returns its path."""
+    model = HalfSplit()
+    with torch.no_grad():
+        model.logits[0, 0, :, :2] = 10.0
+        model.logits[0, 1, :, 2:] = 10.0
+    torch.save(model.state_dict(), path)
+    return path
+
+
 def test_cli_scores_native_labels_against_a_hand_computed_confusion(tmp_path, capsys):
     import json
 
@@ -201,12 +212,7 @@ def test_cli_scores_native_labels_against_a_hand_computed_confusion(tmp_path, ca
         g = tmp_path / "cs" / "gtFine" / "val" / "x"
         g.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.array([row] * 4, np.uint8), mode="L").save(g / f"x_{stem}_0_gtFine_labelTrainIds.png")
-    model = HalfSplit()
-    with torch.no_grad():
-        model.logits[0, 0, :, :2] = 10.0
-        model.logits[0, 1, :, 2:] = 10.0
-    ckpt = tmp_path / "half.pth"
-    torch.save(model.state_dict(), ckpt)
+    ckpt = half_split_checkpoint(tmp_path / "half.pth")
     # Upsampled bilinearly 4 -> 8 columns, output columns 0-3 read class 0, 4-7 class 1 (column 3 reads
     # 0.75 of source column 1 and 0.25 of column 2, column 4 the reverse). By hand, rows = labels:
     #   image a: label 0 -> pred 0: 3 cols x 4 rows = 12; label 1 -> pred 0: 4; label 1 -> pred 1: 16
