@@ -1,10 +1,6 @@
 """Every recipe of docs/porting.md, executed: our call against the math of
 the code it replaces, written out here from reading that code (DAFormer/MIC,
 CRST/CBST, ESL, the LSE authors' code, kornia). No code of theirs is copied.
-
-Recipes that need an op option of issue 18 items 1-4 which has not landed
-yet are strict xfails that tolerate only the TypeError of the missing
-keyword argument; the lead removes the marks when the options land.
 """
 
 import math
@@ -15,13 +11,6 @@ import torch.nn.functional as F
 
 from lse_fast import ops, selection
 from lse_fast.stats import ScoreSummary, class_balanced_pseudo_labels, class_subsample, confidence_share
-
-
-def needs(item, option, raises=TypeError):
-    """Strict xfail tolerating only the failure of the missing option: a
-    TypeError (unexpected keyword argument), or AttributeError for a missing
-    op (``ops.score_probs``)."""
-    return pytest.mark.xfail(strict=True, raises=raises, reason=f"needs issue 18 item {item}: {option}")
 
 
 def biased_logits(n, c, h, w, seed, scale=2.0):
