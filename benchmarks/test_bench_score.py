@@ -126,7 +126,7 @@ def test_score_upsampled_align_corners(benchmark, device, shape, provider):
 # ---- score_probs: scores of softmax outputs, direct and upsampled (ESL's form)
 
 
-@pytest.mark.parametrize("provider", ["fused", "eager"])
+@pytest.mark.parametrize("provider", ["fused", "eager", "compile"])
 @pytest.mark.parametrize("form", ["direct", "upsampled"])
 def test_score_probs(benchmark, device, form, provider):
     dims, size = UPSAMPLED["paper"]
@@ -134,7 +134,7 @@ def test_score_probs(benchmark, device, form, provider):
         dims, size = SHAPES["paper"], None
     probs = torch.softmax(torch.randn(dims, device=device) * 3, 1)
     kw = {} if size is None else {"size": size, "align_corners": True}
-    fn = ops.score_probs if provider == "fused" else reference.score_probs
+    fn = provider_fn(provider, ops.score_probs, reference.score_probs)
     got, fused = fn(probs, **kw), ops.score_probs(probs, **kw)
     assert (got.label != fused.label).float().mean().item() < 1e-4
     out = dims[0] * (dims[2] * dims[3] if size is None else size[0] * size[1])
