@@ -61,11 +61,12 @@ def test_score_property(shape, dtype, layout, seed):
     layout=LAYOUTS,
     seed=st.integers(0, 2**31),
 )
-def test_score_upsampled_property(shape, out, dtype, layout, seed):
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_score_upsampled_property(align_corners, shape, out, dtype, layout, seed):
     x = tensor(seed, shape, dtype)
-    got = ops.score(make_layout(x, layout), size=out)
-    want = reference.score(x.double(), size=out)
-    up = F.interpolate(x.double(), size=out, mode="bilinear", align_corners=False)
+    got = ops.score(make_layout(x, layout), size=out, align_corners=align_corners)
+    want = reference.score(x.double(), size=out, align_corners=align_corners)
+    up = F.interpolate(x.double(), size=out, mode="bilinear", align_corners=align_corners)
     ties = near_tie(up, 1e-4)
     assert torch.equal(got.label[~ties], want.label[~ties])
     assert_close(got.confidence, want.confidence, atol=2e-6, name="confidence")
@@ -220,25 +221,6 @@ def test_score_probs_property(shape, out, dtype, layout, align_corners, zeros, s
         assert torch.equal(got.label[~ties], q.argmax(1)[~ties])
         assert_close(got.confidence, q.max(1).values.float(), atol=1e-6, name="confidence")
         assert_close(got.entropy, ent.clamp(0, 1).float(), atol=4e-6, name="entropy")
-
-
-@PROPERTY
-@given(
-    shape=st.tuples(st.integers(1, 2), st.integers(2, 9), st.integers(1, 9), st.integers(1, 11)),
-    out=st.tuples(st.integers(1, 40), st.integers(1, 40)),
-    dtype=FLOAT_DTYPES,
-    layout=LAYOUTS,
-    seed=st.integers(0, 2**31),
-)
-def test_score_upsampled_align_corners_property(shape, out, dtype, layout, seed):
-    x = tensor(seed, shape, dtype)
-    got = ops.score(make_layout(x, layout), size=out, align_corners=True)
-    want = reference.score(x.double(), size=out, align_corners=True)
-    up = F.interpolate(x.double(), size=out, mode="bilinear", align_corners=True)
-    ties = near_tie(up, 1e-4)
-    assert torch.equal(got.label[~ties], want.label[~ties])
-    assert_close(got.confidence, want.confidence, atol=2e-6, name="confidence")
-    assert_close(got.entropy, want.entropy, atol=4e-6, name="entropy")
 
 
 @PROPERTY
